@@ -1,0 +1,51 @@
+"""The api actor: the HTTP listener (quart-trio served by hypercorn).
+
+Reads go through read-only connections in short transactions; submissions
+are forwarded to the producer over its socket. No route changes state except
+by forwarding a signed transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from weall import ipc
+from weall.actors._base import stop_event
+from weall.api.app import create_app
+from weall.config import Config
+
+__all__ = ["run"]
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 10.0
+
+
+def hypercorn_config(config: Config) -> HypercornConfig:
+    hconfig = HypercornConfig()
+    hconfig.bind = [config.api_bind]
+    hconfig.graceful_timeout = DRAIN_TIMEOUT_S
+    hconfig.keep_alive_timeout = 75
+    hconfig.read_timeout = 30
+    hconfig.h11_max_incomplete_size = 64 * 1024
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("weall.api.hypercorn")
+    return hconfig
+
+
+async def run(config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async with ipc.open_client(config.producer_socket) as producer:
+        app = create_app(config, producer)
+        hconfig = hypercorn_config(config)
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(
+                lambda task_status: serve(
+                    app, hconfig, shutdown_trigger=stop_event().wait, task_status=task_status
+                )
+            )
+            log.info("api listening on %s", ", ".join(binds))
+            task_status.started()

@@ -1,0 +1,367 @@
+"""The producer: the only writer of the database.
+
+It admits transactions that the api forwards over the producer socket,
+stores them as pending before it answers (so an acknowledged transaction
+survives any crash), and every ``block_interval_ms`` commits one block of the
+pending transactions that can be included: block, receipts, statuses and
+state changes in one SQLite transaction.
+
+All database work, and every change to the in-memory pool, runs in one
+worker thread at a time (a capacity limiter of 1), so admission batches,
+blocks and checkpoints never interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+import trio
+
+from weall import ipc
+from weall.actors._base import stop_event
+from weall.bootstrap import load_genesis
+from weall.config import Config
+from weall.errors import (
+    HTTP_STATUS,
+    ProtocolError,
+    StartupError,
+    StorageError,
+    StorageFullError,
+)
+from weall.protocol import keys
+from weall.protocol.block import build_block
+from weall.protocol.envelope import Envelope, parse_envelope
+from weall.protocol.execute import admit, chain_params
+from weall.protocol.genesis import genesis_hash, genesis_info
+from weall.protocol.txtypes import GenesisInfo
+from weall.storage.lock import ProducerLock
+from weall.storage.writer import Writer
+
+__all__ = ["Producer", "run"]
+
+log = logging.getLogger(__name__)
+
+# A transaction waiting for an earlier nonce leaves the pool after this long.
+GAP_EXPIRY_MS: Final = 10 * 60 * 1000
+MAX_BATCH: Final = 1000
+STORAGE_RETRY_S: Final = 1.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class PoolEntry:
+    env: Envelope
+    received_ms: int
+
+
+@dataclass
+class Pool:
+    """Pending transactions by signer and nonce; mirrors the ``pending`` rows."""
+
+    by_signer: dict[str, dict[int, PoolEntry]] = field(default_factory=dict)
+    by_id: dict[str, PoolEntry] = field(default_factory=dict)
+
+    def add(self, entry: PoolEntry) -> None:
+        self.by_signer.setdefault(entry.env.signer, {})[entry.env.nonce] = entry
+        self.by_id[entry.env.tx_id] = entry
+
+    def remove(self, tx_id: str) -> None:
+        entry = self.by_id.pop(tx_id, None)
+        if entry is None:
+            return
+        nonces = self.by_signer.get(entry.env.signer, {})
+        nonces.pop(entry.env.nonce, None)
+        if not nonces:
+            self.by_signer.pop(entry.env.signer, None)
+
+    def at(self, signer: str, nonce: int) -> PoolEntry | None:
+        return self.by_signer.get(signer, {}).get(nonce)
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+
+def _error(exc: ProtocolError) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "http": exc.http_status,
+        "error": {"code": exc.code, "message": exc.message, "details": exc.details},
+    }
+
+
+class Producer:
+    def __init__(
+        self, config: Config, writer: Writer, genesis_doc: dict[str, Any], key: keys.KeyPair
+    ) -> None:
+        self.config = config
+        self.writer = writer
+        self.genesis: GenesisInfo = genesis_info(genesis_doc)
+        self.key = key
+        self.pool = Pool()
+        self.limiter = trio.CapacityLimiter(1)
+        self.head = writer.head()
+        self.storage_full = False
+        self.blocks_committed = 0
+        self.last_block_monotonic = time.monotonic()
+        self.requests: trio.MemorySendChannel[tuple[list[Any], trio.MemorySendChannel[Any]]]
+        self._receive: trio.MemoryReceiveChannel[tuple[list[Any], trio.MemorySendChannel[Any]]]
+        self.requests, self._receive = trio.open_memory_channel(10_000)
+        self.block_event = trio.Event()
+
+    # -- pool ----------------------------------------------------------------------
+
+    def load_pool(self) -> None:
+        allow_unsigned = self.config.allow_unsigned_txs and self.config.mode == "dev"
+        for tx_id, envelope, received in self.writer.pending():
+            env = parse_envelope(orjson.loads(envelope), allow_unsigned=allow_unsigned)
+            if env.tx_id != tx_id:
+                raise StorageError(f"pending transaction {tx_id} does not match its envelope")
+            self.pool.add(PoolEntry(env, received))
+        log.info("pool loaded pending=%d height=%d", len(self.pool), self.head["height"])
+
+    # -- admission -------------------------------------------------------------------
+
+    def _check_one(self, document: Any, staged: dict[str, PoolEntry], now: int) -> dict[str, Any]:
+        allow_unsigned = self.config.allow_unsigned_txs and self.config.mode == "dev"
+        env = parse_envelope(document, allow_unsigned=allow_unsigned)
+        if env.chain_id != self.genesis.chain_id:
+            raise ProtocolError(
+                "wrong_chain", f"chain_id {env.chain_id!r} is not {self.genesis.chain_id!r}"
+            )
+        if env.sig is not None or not allow_unsigned:
+            env.verify_signature()
+        known = self.pool.by_id.get(env.tx_id) or staged.get(env.tx_id)
+        existing = {"tx_id": env.tx_id, "status": "pending"} if known else None
+        if existing is None:
+            existing = self.writer.tx_status(env.tx_id)
+        if existing is not None:
+            return {"ok": True, "http": 200, "tx_id": env.tx_id, "status": existing["status"],
+                    "duplicate": True, **({"height": existing["height"]} if "height" in existing else {})}
+        rival = self.pool.at(env.signer, env.nonce) or next(
+            (e for e in staged.values() if e.env.signer == env.signer and e.env.nonce == env.nonce),
+            None,
+        )
+        if rival is not None:
+            raise ProtocolError(
+                "nonce_conflict", f"another transaction of {env.signer} has nonce {env.nonce}",
+                {"tx_id": rival.env.tx_id},
+            )
+        admit(self.writer.state, env, now_ms=now, height=self.head["height"] + 1, genesis=self.genesis)
+        staged[env.tx_id] = PoolEntry(env, now)
+        return {"ok": True, "http": 202, "tx_id": env.tx_id, "status": "pending"}
+
+    def admit_batch_sync(self, documents: list[Any]) -> list[dict[str, Any]]:
+        """Check every envelope, store the admitted ones in one transaction, answer each."""
+        now = now_ms()
+        staged: dict[str, PoolEntry] = {}
+        results: list[dict[str, Any]] = []
+        for document in documents:
+            try:
+                results.append(self._check_one(document, staged, now))
+            except ProtocolError as exc:
+                results.append(_error(exc))
+        if not staged:
+            return results
+        try:
+            self.writer.store_pending([(e.env, e.received_ms) for e in staged.values()])
+        except StorageError as exc:
+            full = isinstance(exc, StorageFullError)
+            self.storage_full = self.storage_full or full
+            log.error("store pending failed count=%d: %s", len(staged), exc)
+            code = "storage_full" if full else "unavailable"
+            failure = {"ok": False, "http": HTTP_STATUS[code],
+                       "error": {"code": code, "message": str(exc), "details": {}}}
+            return [failure if r.get("http") == 202 else r for r in results]
+        for entry in staged.values():
+            self.pool.add(entry)
+        return results
+
+    async def admission_loop(self) -> None:
+        """Group commit: every request waiting when a batch starts shares one SQLite commit."""
+        while True:
+            batch = [await self._receive.receive()]
+            total = len(batch[0][0])
+            while total < MAX_BATCH:
+                try:
+                    item = self._receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                batch.append(item)
+                total += len(item[0])
+            documents = [doc for docs, _ in batch for doc in docs]
+            results = await trio.to_thread.run_sync(
+                self.admit_batch_sync, documents, limiter=self.limiter
+            )
+            offset = 0
+            for docs, reply in batch:
+                reply.send_nowait(results[offset : offset + len(docs)])
+                offset += len(docs)
+
+    async def submit(self, documents: list[Any]) -> list[dict[str, Any]]:
+        reply_send, reply_receive = trio.open_memory_channel[Any](1)
+        await self.requests.send((documents, reply_send))
+        result: list[dict[str, Any]] = await reply_receive.receive()
+        return result
+
+    # -- blocks ------------------------------------------------------------------------
+
+    def _select(self) -> tuple[list[Envelope], list[str]]:
+        """Pick includable transactions and find the ones to expire.
+
+        Signers are served in the order of their oldest pending transaction;
+        each contributes its run of consecutive nonces from its next nonce.
+        """
+        limit = int(chain_params(self.writer.state)["max_block_txs"])
+        now = now_ms()
+        signers = sorted(
+            self.pool.by_signer.items(),
+            key=lambda item: min(entry.received_ms for entry in item[1].values()),
+        )
+        selected: list[Envelope] = []
+        expired: list[str] = []
+        for signer, nonces in signers:
+            account = self.writer.state.get("account", signer)
+            next_nonce = 0 if account is None else account["next_nonce"]
+            nonce = next_nonce
+            while nonce in nonces and len(selected) < limit:
+                selected.append(nonces[nonce].env)
+                nonce += 1
+            for other, entry in nonces.items():
+                stale = other < next_nonce
+                waiting = other > nonce and now - entry.received_ms > GAP_EXPIRY_MS
+                if stale or (waiting and nonce not in nonces):
+                    expired.append(entry.env.tx_id)
+        return selected, expired
+
+    def produce_sync(self) -> dict[str, Any] | None:
+        """Build and commit one block if one is due; return its summary."""
+        params = chain_params(self.writer.state)
+        txs, expired = self._select()
+        if expired:
+            count = self.writer.expire(expired)
+            for tx_id in expired:
+                self.pool.remove(tx_id)
+            log.info("expired pending transactions count=%d", count)
+        idle_ms = (time.monotonic() - self.last_block_monotonic) * 1000
+        if not txs and idle_ms < params["heartbeat_ms"]:
+            return None
+        timestamp = max(now_ms(), self.head["header"]["timestamp_ms"] + 1)
+        block = build_block(
+            self.writer.state, self.head["header"], txs, timestamp_ms=timestamp,
+            genesis=self.genesis, producer_pubkey=self.key.pubkey, sign=self.key.sign,
+        )
+        self.writer.commit_block(block)
+        for env in txs:
+            self.pool.remove(env.tx_id)
+        self.head = {"height": block.height, "hash": block.hash, "header": block.header, "sig": block.sig}
+        self.last_block_monotonic = time.monotonic()
+        self.blocks_committed += 1
+        return {"height": block.height, "hash": block.hash, "txs": len(txs)}
+
+    def block_interval_s(self) -> float:
+        if self.config.block_interval_ms is not None:
+            return self.config.block_interval_ms / 1000
+        return float(chain_params(self.writer.state)["block_interval_ms"]) / 1000
+
+    async def block_loop(self) -> None:
+        next_at = trio.current_time()
+        while True:
+            next_at += self.block_interval_s()
+            await trio.sleep_until(max(next_at, trio.current_time()))
+            try:
+                summary = await trio.to_thread.run_sync(self.produce_sync, limiter=self.limiter)
+            except StorageFullError as exc:
+                if not self.storage_full:
+                    log.error("block production paused: %s", exc)
+                self.storage_full = True
+                await trio.sleep(STORAGE_RETRY_S)
+                continue
+            if self.storage_full:
+                log.info("block production resumed height=%d", self.head["height"])
+                self.storage_full = False
+            if summary is not None:
+                log.info("block committed height=%d txs=%d hash=%s",
+                         summary["height"], summary["txs"], summary["hash"])
+                self.block_event.set()
+                self.block_event = trio.Event()
+
+    # -- socket ------------------------------------------------------------------------------
+
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "submit":
+            envelopes = request.get("envelopes")
+            if not isinstance(envelopes, list) or not 1 <= len(envelopes) <= MAX_BATCH:
+                return {"ok": False, "error": {"code": "invalid_request", "message": "envelopes: 1 to 1000"}}
+            return {"ok": True, "results": await self.submit(envelopes)}
+        if op == "status":
+            return {"ok": True, **self.statistics()}
+        if op == "checkpoint":
+            mode = str(request.get("mode", "PASSIVE"))
+            busy, pages, done = await trio.to_thread.run_sync(
+                self.writer.checkpoint, mode, limiter=self.limiter
+            )
+            return {"ok": True, "busy": busy, "wal_pages": pages, "checkpointed": done}
+        if op == "wait_block":
+            await self.block_event.wait()
+            return {"ok": True, "height": self.head["height"]}
+        return {"ok": False, "error": {"code": "invalid_request", "message": f"unknown op {op!r}"}}
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "height": self.head["height"],
+            "tip": self.head["hash"],
+            "pool_size": len(self.pool),
+            "storage_full": self.storage_full,
+            "blocks_committed": self.blocks_committed,
+        }
+
+
+def _open(config: Config) -> tuple[ProducerLock, Writer, dict[str, Any], keys.KeyPair]:
+    lock = ProducerLock(config.lock_path)
+    lock.acquire()
+    try:
+        document = load_genesis(config)
+        key = keys.load_key_file(config.node_key_path)
+        if key.pubkey != document["producer"]:
+            raise StartupError(f"node key {config.node_key_path} is not the genesis producer key")
+        writer = Writer(config.db_path, synchronous=config.synchronous)
+        writer.migrate()
+        stored = writer.meta()
+        if stored.get("genesis_hash") != genesis_hash(document):
+            writer.close()
+            raise StartupError(f"database {config.db_path} holds another genesis")
+    except BaseException:
+        lock.release()
+        raise
+    return lock, writer, document, key
+
+
+async def run(config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    lock, writer, document, key = _open(config)
+    producer = Producer(config, writer, document, key)
+    try:
+        producer.load_pool()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ipc.serve, config.producer_socket, producer.handle)
+            nursery.start_soon(producer.admission_loop)
+            nursery.start_soon(producer.block_loop)
+            log.info("producer ready height=%d synchronous=%s", producer.head["height"], config.synchronous)
+            task_status.started()
+            await stop_event().wait()
+            log.info("producer stopping height=%d pool=%d", producer.head["height"], len(producer.pool))
+            nursery.cancel_scope.cancel()
+        # Blocks commit atomically, so a cancelled block loop leaves no half
+        # block; a final PASSIVE checkpoint folds the WAL into the database.
+        with trio.move_on_after(5):
+            await trio.to_thread.run_sync(writer.checkpoint, "PASSIVE", limiter=producer.limiter)
+    finally:
+        writer.close()
+        lock.release()

@@ -1,0 +1,300 @@
+"""The quart-trio application: routes, the JSON error format, limits.
+
+Errors are ``{"ok": false, "error": {"code", "message", "details"}}`` with the
+status of ``weall.errors.HTTP_STATUS``. Nothing answers 500: an unexpected
+failure is logged with its traceback and answered 503 ``unavailable``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orjson
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from weall import __version__
+from weall.api import views
+from weall.config import Config
+from weall.errors import HTTP_STATUS, IpcError, ProtocolError, StorageError
+from weall.ipc import IpcClient
+from weall.protocol import canonical
+from weall.protocol.genesis import genesis_info
+from weall.protocol.txtypes import GenesisInfo
+from weall.storage.reader import ReadPool
+
+__all__ = ["ApiError", "create_app"]
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("weall.api.access")
+T = TypeVar("T")
+
+MAX_BATCH = 1000
+_HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
+               413: "too_large", 415: "unsupported_media_type", 429: "rate_limited"}
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.status = status or HTTP_STATUS.get(code, 400)
+
+
+def json_response(document: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(document), status=status, content_type="application/json")
+
+
+def error_response(code: str, message: str, status: int, details: dict[str, Any] | None = None) -> Response:
+    return json_response(
+        {"ok": False, "error": {"code": code, "message": message, "details": details or {}}}, status
+    )
+
+
+class NodeReader:
+    """Lazy read access: the api may start before the producer created the database."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.pool: ReadPool | None = None
+        self.genesis: GenesisInfo | None = None
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self.pool is None:
+            if not self.config.db_path.exists():
+                raise ApiError("unavailable", "the database does not exist yet", status=503)
+            self.pool = ReadPool(self.config.db_path)
+        try:
+            return await self.pool.run(fn)
+        except StorageError as exc:
+            log.warning("read failed: %s", exc)
+            raise ApiError("unavailable", "the database cannot be read right now", status=503) from exc
+
+    async def genesis_info(self) -> GenesisInfo:
+        if self.genesis is None:
+            def load(conn: sqlite3.Connection) -> str | None:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'genesis_json'").fetchone()
+                return None if row is None else str(row[0])
+
+            text = await self.run(load)
+            if text is None:
+                raise ApiError("unavailable", "the chain is not initialised yet", status=503)
+            self.genesis = genesis_info(json.loads(text))
+        return self.genesis
+
+
+def _query_int(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 16:
+        raise ApiError("invalid_request", f"{name} must be an integer in {low}..{high}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise ApiError("invalid_request", f"{name} must be an integer in {low}..{high}")
+    return value
+
+
+def _cursor() -> str | None:
+    cursor = request.args.get("cursor")
+    if cursor is None or cursor == "":
+        return None
+    if len(cursor) > 200 or not all(c.isalnum() or c in "._-@/" for c in cursor):
+        raise ApiError("invalid_request", "cursor is not one this node returned")
+    return cursor
+
+
+def _read_actors(config: Config) -> dict[str, Any]:
+    path = config.run_dir / "actors.json"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+async def _read_json_body() -> Any:
+    data = await request.get_data(cache=False)
+    try:
+        return canonical.loads_strict(data)
+    except ProtocolError as exc:
+        raise ApiError(exc.code, exc.message) from None
+
+
+async def _forward(producer: IpcClient, envelopes: list[Any]) -> list[dict[str, Any]]:
+    try:
+        answer = await producer.call("submit", timeout=30.0, envelopes=envelopes)
+    except IpcError as exc:
+        log.warning("producer unavailable for submit count=%d: %s", len(envelopes), exc)
+        raise ApiError("unavailable", "the producer is not reachable; retry shortly", status=503) from None
+    if not answer.get("ok"):
+        error = answer.get("error", {})
+        raise ApiError(error.get("code", "unavailable"), error.get("message", "producer error"),
+                       status=503 if error.get("code") == "unavailable" else None)
+    results: list[dict[str, Any]] = answer["results"]
+    return results
+
+
+def _result_document(result: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    status = int(result.pop("http", 400))
+    return result, status
+
+
+def create_app(config: Config, producer: IpcClient) -> QuartTrio:
+    app = QuartTrio("weall")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
+    app.config["BODY_TIMEOUT"] = 30
+    reader = NodeReader(config)
+    app.extensions["weall_reader"] = reader
+
+    @app.errorhandler(ApiError)
+    async def on_api_error(exc: ApiError) -> Response:
+        return error_response(exc.code, exc.message, exc.status, exc.details)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_error(exc: HTTPException) -> Response:
+        status = exc.code or 400
+        code = _HTTP_CODES.get(status, "invalid_request")
+        return error_response(code, exc.description or exc.name, status)
+
+    @app.errorhandler(Exception)
+    async def on_unexpected(exc: Exception) -> Response:
+        log.exception("request failed path=%s", request.path)
+        return error_response("unavailable", "internal error; the node logged it", 503)
+
+    @app.before_request
+    async def start_timer() -> None:
+        request.environ_start = time.perf_counter()  # type: ignore[attr-defined]
+
+    @app.after_request
+    async def log_access(response: Response) -> Response:
+        started = getattr(request, "environ_start", None)
+        elapsed_ms = 0.0 if started is None else (time.perf_counter() - started) * 1000
+        access_log.info("%s %s %d %.1fms", request.method, request.path, response.status_code, elapsed_ms)
+        return response
+
+    @app.get("/health")
+    async def health() -> Response:
+        actors = _read_actors(config)
+        try:
+            head = await reader.run(views.head_view)
+        except ApiError:
+            head = None
+        return json_response({
+            "ok": head is not None,
+            "version": __version__,
+            "chain_id": config.chain_id,
+            "mode": config.mode,
+            "height": head["height"] if head else None,
+            "tip": head["hash"] if head else None,
+            "actors": {name: info.get("state") for name, info in actors.items()},
+            "storage": {"journal_mode": "wal", "synchronous": config.synchronous,
+                        "db_path": config.db_path.name},
+        })
+
+    @app.get("/v1/readyz")
+    async def readyz() -> Response:
+        actors = _read_actors(config)
+        states = {name: info.get("state") for name, info in actors.items()}
+        ready = bool(states) and all(state == "running" for state in states.values())
+        return json_response({"ok": ready, "actors": states}, 200 if ready else 503)
+
+    @app.get("/v1/chain/head")
+    async def chain_head() -> Response:
+        head = await reader.run(views.head_view)
+        if head is None:
+            raise ApiError("unavailable", "the chain has no blocks yet", status=503)
+        return json_response(head)
+
+    @app.get("/v1/state/snapshot")
+    async def snapshot() -> Response:
+        genesis = await reader.genesis_info()
+        now = int(time.time() * 1000)
+        return json_response(await reader.run(lambda conn: views.snapshot_view(conn, genesis, now)))
+
+    @app.get("/v1/blocks/<height>")
+    async def block(height: str) -> Response:
+        if not height.isdigit() or len(height) > 15:
+            raise ApiError("invalid_request", "height must be a non-negative integer")
+        view = await reader.run(lambda conn: views.block_view(conn, int(height)))
+        if view is None:
+            raise ApiError("not_found", f"no block at height {height}")
+        return json_response(view)
+
+    @app.get("/v1/blocks")
+    async def blocks() -> Response:
+        start = _query_int("from", 0, 0, 2**53 - 1)
+        limit = _query_int("limit", 20, 1, views.MAX_PAGE)
+        return json_response(await reader.run(lambda conn: views.blocks_page(conn, start, limit)))
+
+    @app.get("/v1/tx/<tx_id>")
+    async def tx_status(tx_id: str) -> Response:
+        if len(tx_id) != 53:
+            raise ApiError("not_found", "no such transaction")
+        view = await reader.run(lambda conn: views.tx_view(conn, tx_id))
+        if view is None:
+            raise ApiError("not_found", f"no transaction {tx_id}")
+        return json_response(view)
+
+    @app.post("/v1/tx/submit")
+    async def submit() -> Response:
+        envelope = await _read_json_body()
+        (result,) = await _forward(producer, [envelope])
+        document, status = _result_document(result)
+        return json_response(document, status)
+
+    @app.post("/v1/tx/batch")
+    async def batch() -> Response:
+        body = await _read_json_body()
+        envelopes = body.get("envelopes") if isinstance(body, dict) else body
+        if not isinstance(envelopes, list) or not 1 <= len(envelopes) <= MAX_BATCH:
+            raise ApiError("invalid_request", f"body must list 1 to {MAX_BATCH} envelopes")
+        results = await _forward(producer, envelopes)
+        documents = []
+        for result in results:
+            document, status = _result_document(result)
+            document["http_status"] = status
+            documents.append(document)
+        return json_response({"ok": True, "results": documents})
+
+    @app.get("/v1/accounts/<account_id>")
+    async def account(account_id: str) -> Response:
+        view = await reader.run(lambda conn: views.account_view(conn, account_id))
+        if view is None:
+            raise ApiError("not_found", f"no account {account_id[:40]}")
+        return json_response(view)
+
+    @app.get("/v1/accounts/<account_id>/posts")
+    async def account_posts(account_id: str) -> Response:
+        cursor = _cursor()
+        limit = _query_int("limit", 20, 1, views.MAX_PAGE)
+        view = await reader.run(lambda conn: views.account_posts_page(conn, account_id, cursor, limit))
+        if view is None:
+            raise ApiError("not_found", f"no account {account_id[:40]}")
+        return json_response(view)
+
+    @app.get("/v1/feed")
+    async def feed() -> Response:
+        cursor = _cursor()
+        limit = _query_int("limit", 20, 1, views.MAX_PAGE)
+        return json_response(await reader.run(lambda conn: views.feed_page(conn, cursor, limit)))
+
+    @app.get("/v1/content/<object_id>")
+    async def content(object_id: str) -> Response:
+        cursor = _cursor()
+        limit = _query_int("limit", 20, 1, views.MAX_PAGE)
+        view = await reader.run(lambda conn: views.content_view(conn, object_id, cursor, limit))
+        if view is None:
+            raise ApiError("not_found", f"no post or comment {object_id[:60]}")
+        return json_response(view)
+
+    return app

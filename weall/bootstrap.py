@@ -1,0 +1,193 @@
+"""Checks and first-start set-up that run before any actor starts.
+
+On a first dev start in an empty directory this writes the node and founder
+key files and the dev genesis, and creates the database. Every later start
+checks that the database is an SQLite file of a known schema version holding
+the configured chain, and refuses to start (``StartupError``, one line) when
+it is not, without changing any file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from weall.config import Config
+from weall.errors import ProtocolError, StartupError, StorageError
+from weall.protocol import keys
+from weall.protocol.block import genesis_block
+from weall.protocol.genesis import genesis_hash, genesis_state, validate_genesis
+from weall.protocol.params import DEV_OVERRIDES
+from weall.protocol.state import MemoryState
+from weall.storage import queries
+from weall.storage.db import check_file, open_readonly
+from weall.storage.lock import ProducerLock
+from weall.storage.schema import SCHEMA_VERSION, current_version
+
+__all__ = ["create_database", "dev_genesis", "load_genesis", "prepare_node"]
+
+log = logging.getLogger(__name__)
+
+DEV_FOUNDER_BALANCE = 1_000_000
+_RESTORE_HINT = "restore a backup with `weall restore FILE`"
+
+
+def dev_genesis(node: keys.KeyPair, founder: keys.KeyPair, *, chain_id: str) -> dict[str, Any]:
+    return {
+        "chain_id": chain_id,
+        "genesis_time_ms": int(time.time() * 1000),
+        "producer": node.pubkey,
+        "params": dict(DEV_OVERRIDES),
+        "accounts": [
+            {"id": "@founder", "pubkey": founder.pubkey, "poh_tier": 2, "roles": ["juror"],
+             "balance": DEV_FOUNDER_BALANCE},
+            {"id": "@node", "pubkey": node.pubkey, "poh_tier": 2,
+             "roles": ["node_operator", "producer"], "balance": 0},
+        ],
+    }
+
+
+def _write_json_atomic(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with temp.open("w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def _first_dev_start(config: Config) -> None:
+    """Write dev keys and genesis when the data directory has none of them."""
+    founder_path = config.keys_dir / "founder.key"
+    if config.node_key_path.exists():
+        node = keys.load_key_file(config.node_key_path)
+    else:
+        node = keys.generate("@node")
+        keys.write_key_file(config.node_key_path, node)
+        log.info("wrote key file path=%s account=@node", config.node_key_path)
+    if not founder_path.exists():
+        founder = keys.generate("@founder")
+        keys.write_key_file(founder_path, founder)
+        log.info("wrote key file path=%s account=@founder", founder_path)
+    else:
+        founder = keys.load_key_file(founder_path)
+    document = dev_genesis(node, founder, chain_id=config.chain_id)
+    _write_json_atomic(config.genesis_path, document)
+    log.info("wrote dev genesis path=%s hash=%s", config.genesis_path, genesis_hash(document))
+
+
+def load_genesis(config: Config) -> dict[str, Any]:
+    try:
+        document = json.loads(config.genesis_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StartupError(
+            f"genesis document {config.genesis_path} not found; set WEALL_GENESIS_PATH"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"genesis document {config.genesis_path} is invalid: {exc}") from None
+    try:
+        validate_genesis(document)
+    except ProtocolError as exc:
+        raise StartupError(f"genesis document {config.genesis_path}: {exc.message}") from None
+    if document["chain_id"] != config.chain_id:
+        raise StartupError(
+            f"genesis document {config.genesis_path} is for chain {document['chain_id']!r} "
+            f"but WEALL_CHAIN_ID is {config.chain_id!r}"
+        )
+    return document
+
+
+def create_database(config: Config, document: dict[str, Any], node: keys.KeyPair) -> None:
+    """Create the database of a new chain: schema, genesis, block 0."""
+    from weall.storage.writer import (
+        Writer,  # the producer's module; see writer docstring
+    )
+
+    if node.pubkey != document["producer"]:
+        raise StartupError(
+            f"node key {config.node_key_path} is not the genesis producer key; "
+            "set WEALL_NODE_KEY_PATH to the producer's key file"
+        )
+    lock = ProducerLock(config.lock_path)
+    lock.acquire()
+    try:
+        if config.db_path.exists():
+            raise StartupError(f"database {config.db_path} exists; refusing to overwrite a chain")
+        state = genesis_state(document, MemoryState())
+        block0 = genesis_block(document, state, node)
+        writer = Writer(config.db_path, synchronous=config.synchronous)
+        try:
+            writer.migrate()
+            writer.initialize(document, block0)
+        finally:
+            writer.close()
+    finally:
+        lock.release()
+    log.info("created database path=%s chain=%s", config.db_path, document["chain_id"])
+
+
+def check_database(config: Config, document: dict[str, Any]) -> int:
+    """Check an existing database against the configured chain; return its schema version."""
+    path = config.db_path
+    check_file(path)
+    expected_hash = genesis_hash(document)
+    try:
+        conn = open_readonly(path)
+    except StorageError as exc:
+        raise StartupError(f"database {path} cannot be opened: {exc}; {_RESTORE_HINT}") from None
+    try:
+        quick = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if quick != "ok":
+            raise StartupError(f"database {path} is damaged: quick_check found {quick!r}; {_RESTORE_HINT}")
+        version = current_version(conn)
+        if version > SCHEMA_VERSION or version < 1:
+            raise StartupError(
+                f"database {path} has schema version {version}; this binary knows 1 to "
+                f"{SCHEMA_VERSION}; run the matching weall or {_RESTORE_HINT}"
+            )
+        stored = queries.meta(conn)
+        head = queries.head_header(conn)
+    except sqlite3.DatabaseError as exc:
+        raise StartupError(f"database {path} is damaged: {exc}; {_RESTORE_HINT}") from None
+    finally:
+        conn.close()
+    if stored.get("chain_id") != config.chain_id:
+        raise StartupError(
+            f"database {path} holds chain {stored.get('chain_id')!r} but the configured "
+            f"chain is {config.chain_id!r}; there is one chain per database"
+        )
+    if stored.get("genesis_hash") != expected_hash:
+        raise StartupError(
+            f"database {path} holds genesis {stored.get('genesis_hash')} but "
+            f"{config.genesis_path} hashes to {expected_hash}; there is no re-genesis"
+        )
+    if head is None:
+        raise StartupError(f"database {path} has no blocks (a copy without its -wal?); {_RESTORE_HINT}")
+    return version
+
+
+def prepare_node(config: Config, actors: Sequence[str]) -> None:
+    """Run every check and first-start step before the supervisor spawns ``actors``."""
+    first_start = not config.db_path.exists()
+    if config.mode == "dev" and first_start and not config.genesis_path.exists():
+        if config.genesis_path_set:
+            raise StartupError(f"genesis document {config.genesis_path} not found")
+        _first_dev_start(config)
+    if config.mode == "genesis" or "producer" in actors or "pinner" in actors:
+        keys.load_key_file(config.node_key_path)
+    document = load_genesis(config)
+    if first_start:
+        if "producer" not in actors:
+            log.info("database %s does not exist yet; waiting for the producer", config.db_path)
+            return
+        create_database(config, document, keys.load_key_file(config.node_key_path))
+        return
+    check_database(config, document)

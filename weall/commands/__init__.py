@@ -1,0 +1,1 @@
+"""Client and maintenance subcommands of the ``weall`` command line."""

@@ -1,0 +1,138 @@
+"""``weall verify``: replay the chain from genesis and check every block.
+
+For every block it checks the chain id, height, link to the previous block,
+the producer's signature, the transactions' signatures, the receipts hash and
+the state root, by applying the stored transactions to a replayed state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from weall import config as config_module
+from weall.errors import ProtocolError, StartupError
+from weall.protocol.block import block_hash, build_block, verify_block_signature
+from weall.protocol.envelope import parse_envelope
+from weall.protocol.genesis import genesis_info, genesis_state
+from weall.protocol.state import MemoryState, next_state_root
+from weall.protocol.txtypes import GenesisInfo
+from weall.storage import queries
+from weall.storage.db import open_readonly
+
+__all__ = ["register", "verify_chain"]
+
+log = logging.getLogger(__name__)
+PAGE = 200
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("verify", help="replay the chain and check every block")
+    parser.add_argument("--db", help="database to check (default: WEALL_DB_PATH)")
+    parser.set_defaults(func=verify_command)
+
+
+class VerifyError(Exception):
+    def __init__(self, height: int, reason: str) -> None:
+        super().__init__(f"block {height}: {reason}")
+        self.height = height
+
+
+def verify_chain(conn: sqlite3.Connection) -> dict[str, int]:
+    """Replay every block of ``conn``; raise ``VerifyError`` naming the first bad height."""
+    stored = queries.meta(conn)
+    document = json.loads(stored["genesis_json"])
+    info = genesis_info(document)
+    state = MemoryState()
+    first = queries.block_at(conn, 0)
+    if first is None:
+        raise VerifyError(0, "missing")
+    overlay = genesis_state(document, state)
+    root0 = next_state_root(info.genesis_hash, overlay.changes())
+    if first["header"]["state_root"] != root0 or first["header"]["prev_hash"] != info.genesis_hash:
+        raise VerifyError(0, "block 0 does not commit the genesis document")
+    if not verify_block_signature(first["header"], first["sig"]):
+        raise VerifyError(0, "producer signature does not verify")
+    state.apply(overlay.changes())
+    prev = first["header"]
+    txs_total = 0
+    height = 1
+    while True:
+        page = queries.blocks_from(conn, height, PAGE)
+        if not page:
+            break
+        for block in page:
+            _verify_one(conn, block, prev, state, info)
+            txs_total += len(block["header"]["tx_ids"])
+            prev = block["header"]
+            height = block["height"] + 1
+    return {"height": prev["height"], "txs": txs_total}
+
+
+def _verify_one(
+    conn: sqlite3.Connection, block: dict[str, Any], prev: dict[str, Any],
+    state: MemoryState, info: GenesisInfo,
+) -> None:
+    header = block["header"]
+    height = block["height"]
+    if header["height"] != height or height != prev["height"] + 1:
+        raise VerifyError(height, "height out of sequence")
+    if block_hash(header) != block["hash"]:
+        raise VerifyError(height, "stored hash does not match the header")
+    if header["prev_hash"] != block_hash(prev):
+        raise VerifyError(height, "prev_hash does not link to the previous block")
+    if header["producer"] != info.producer_pubkey:
+        raise VerifyError(height, "signed by a key other than the genesis producer")
+    if not verify_block_signature(header, block["sig"]):
+        raise VerifyError(height, "producer signature does not verify")
+    txs = queries.txs_in_block(conn, height)
+    if [t["tx_id"] for t in txs] != header["tx_ids"]:
+        raise VerifyError(height, "stored transactions do not match tx_ids")
+    envelopes = []
+    for tx in txs:
+        try:
+            env = parse_envelope(tx["envelope"], allow_unsigned=True)
+            if env.sig is not None:
+                env.verify_signature()
+        except ProtocolError as exc:
+            raise VerifyError(height, f"transaction {tx['tx_id']}: {exc.message}") from None
+        if env.tx_id != tx["tx_id"]:
+            raise VerifyError(height, f"transaction {tx['tx_id']} does not hash to its id")
+        envelopes.append(env)
+    result = build_block(
+        state, prev, envelopes, timestamp_ms=header["timestamp_ms"], genesis=info,
+        producer_pubkey=header["producer"], sign=None,
+    )
+    if result.header["receipts_hash"] != header["receipts_hash"]:
+        raise VerifyError(height, "receipts do not match a replay")
+    if result.header["state_root"] != header["state_root"]:
+        raise VerifyError(height, "state root does not match a replay")
+    state.apply(result.state.changes())
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    config = config_module.load()
+    path = config.db_path if args.db is None else Path(args.db)
+    if not path.exists():
+        raise StartupError(f"database {path} not found")
+    started = time.monotonic()
+    conn = open_readonly(path)
+    try:
+        try:
+            summary = verify_chain(conn)
+        except VerifyError as exc:
+            print(f"weall verify: FAILED at height {exc.height}: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        conn.close()
+    elapsed = time.monotonic() - started
+    rate = summary["txs"] / elapsed if elapsed > 0 else 0.0
+    print(f"ok: {summary['height'] + 1} blocks, {summary['txs']} transactions verified "
+          f"in {elapsed:.1f} s ({rate:.0f} tx/s)")
+    return 0

@@ -1,0 +1,303 @@
+"""Node settings, read from the environment (and an optional ``.env`` file).
+
+Every setting is validated before any actor starts. A bad value raises
+``ConfigError`` naming the variable, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Final
+
+from weall.errors import ConfigError
+
+__all__ = ["ACTOR_NAMES", "Config", "load", "load_env_file"]
+
+# Start order; the supervisor stops actors in the reverse order.
+ACTOR_NAMES: Final = ("producer", "checkpointer", "pinner", "healer", "api")
+MODES: Final = ("dev", "genesis")
+LOG_FORMATS: Final = ("text", "json")
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+IPFS_BACKENDS: Final = ("local", "kubo")
+MIB: Final = 1024 * 1024
+_LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings of one node."""
+
+    mode: str = "dev"
+    chain_id: str = "weall-dev"
+    genesis_path: Path = Path("data/genesis.json")
+    genesis_path_set: bool = False
+    db_path: Path = Path("data/weall.db")
+    node_key_path: Path = Path("data/keys/node.key")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_workers: int = 1
+    allow_unsigned_txs: bool = False
+    ipfs_backend: str = "local"
+    ipfs_api_url: str = "http://127.0.0.1:5001"
+    ipfs_pin_on_upload: bool = False
+    media_auto_pin_request: bool = True
+    ipfs_enable_heal: bool = True
+    ipfs_heal_interval_blocks: int = 10
+    ipfs_max_upload_bytes: int = 10 * MIB
+    max_request_bytes: int = 1 * MIB
+    wal_max_bytes: int = 64 * MIB
+    checkpoint_interval_s: float = 5.0
+    backup_dir: Path = Path("data/backups")
+    backup_interval_s: int = 86400
+    backup_keep_daily: int = 7
+    backup_keep_weekly: int = 4
+    log_level: str = "INFO"
+    log_format: str = "text"
+    block_interval_ms: int | None = None
+    run_dir: Path = Path("data/run")
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 10.0
+    restart_max: int = 5
+    restart_window_s: float = 30.0
+    control_socket_path: Path | None = None
+    rate_limit_per_s: float = 50.0
+    rate_limit_burst: int = 200
+    trusted_proxies: tuple[str, ...] = ()
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.db_path.parent
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.node_key_path.parent
+
+    @property
+    def producer_socket(self) -> Path:
+        return self.run_dir / "producer.sock"
+
+    @property
+    def control_socket(self) -> Path:
+        # WEALL_CONTROL_SOCKET lets two supervisors share one run dir, as the
+        # weall_api and weall_producer containers do over one ./data.
+        if self.control_socket_path is not None:
+            return self.control_socket_path
+        return self.run_dir / "supervisor.sock"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.db_path.with_name(self.db_path.name + ".lock")
+
+    @property
+    def synchronous(self) -> str:
+        return "FULL" if self.mode == "genesis" else "NORMAL"
+
+    @property
+    def api_bind(self) -> str:
+        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
+        return f"{host}:{self.api_port}"
+
+    def with_changes(self, **changes: object) -> Config:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def load_env_file(path: Path) -> dict[str, str]:
+    """Parse a ``.env`` file: ``NAME=value`` lines, ``#`` comments, optional quotes."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ConfigError(f"{path}:{number}", raw, "expected NAME=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name.strip()] = value
+    return values
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str, default: str) -> str:
+        value = self.env.get(name)
+        return default if value is None or value == "" else value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.env.get(name)
+        if value is None or value == "":
+            return default
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, value, "must be 0 or 1")
+
+    def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
+        value = self.env.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ConfigError(name, value, "must be an integer") from None
+        if not minimum <= number <= maximum:
+            raise ConfigError(name, value, f"must be between {minimum} and {maximum}")
+        return number
+
+    def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
+        value = self.env.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ConfigError(name, value, "must be a number") from None
+        if not minimum <= number <= maximum:
+            raise ConfigError(name, value, f"must be between {minimum} and {maximum}")
+        return number
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        if value not in allowed:
+            raise ConfigError(name, value, f"must be one of {', '.join(allowed)}")
+        return value
+
+
+def load(env: Mapping[str, str] | None = None) -> Config:
+    """Build and validate a ``Config`` from ``env`` (default: ``os.environ``).
+
+    A ``.env`` file named by ``WEALL_ENV_FILE`` fills in variables that the
+    environment does not set.
+    """
+    source = dict(os.environ if env is None else env)
+    env_file = source.get("WEALL_ENV_FILE")
+    if env_file:
+        path = Path(env_file)
+        if not path.is_file():
+            raise ConfigError("WEALL_ENV_FILE", env_file, "must name an existing file")
+        for name, value in load_env_file(path).items():
+            source.setdefault(name, value)
+    read = _Reader(source)
+
+    mode = read.choice("WEALL_MODE", "dev", MODES)
+    chain_default = "weall-dev" if mode == "dev" else ""
+    chain_id = read.text("WEALL_CHAIN_ID", chain_default)
+    if mode == "genesis" and not chain_id:
+        raise ConfigError("WEALL_CHAIN_ID", "", "required in genesis mode")
+    if not 1 <= len(chain_id) <= 64 or not all(c.isalnum() or c in "-_." for c in chain_id):
+        raise ConfigError("WEALL_CHAIN_ID", chain_id, "must be 1 to 64 of [A-Za-z0-9._-]")
+
+    db_path = Path(read.text("WEALL_DB_PATH", "data/weall.db"))
+    data_dir = db_path.parent
+    genesis_raw = source.get("WEALL_GENESIS_PATH") or ""
+    genesis_path = Path(genesis_raw) if genesis_raw else data_dir / "genesis.json"
+    node_key_path = Path(read.text("WEALL_NODE_KEY_PATH", str(data_dir / "keys" / "node.key")))
+    run_dir = Path(read.text("WEALL_RUN_DIR", str(data_dir / "run")))
+
+    port_env = source.get("PORT") or ""
+    host_env = source.get("WEALL_API_HOST") or ""
+    if port_env and not source.get("WEALL_API_PORT"):
+        api_port = read.integer("PORT", 8000, 1, 65535)
+    else:
+        api_port = read.integer("WEALL_API_PORT", 8000, 0, 65535)
+    api_host = host_env or ("0.0.0.0" if port_env else "127.0.0.1")
+
+    allow_unsigned = read.flag("WEALL_ALLOW_UNSIGNED_TXS", False)
+    block_interval = source.get("WEALL_BLOCK_INTERVAL_MS")
+    trusted = tuple(
+        part.strip()
+        for part in read.text("WEALL_TRUSTED_PROXIES", "").split(",")
+        if part.strip()
+    )
+
+    config = Config(
+        mode=mode,
+        chain_id=chain_id,
+        genesis_path=genesis_path,
+        genesis_path_set=bool(genesis_raw),
+        db_path=db_path,
+        node_key_path=node_key_path,
+        api_host=api_host,
+        api_port=api_port,
+        api_workers=read.integer("WEALL_API_WORKERS", 1, 1, 64),
+        allow_unsigned_txs=allow_unsigned,
+        ipfs_backend=read.choice("WEALL_IPFS_BACKEND", "local", IPFS_BACKENDS),
+        ipfs_api_url=read.text("WEALL_IPFS_API_URL", "http://127.0.0.1:5001"),
+        ipfs_pin_on_upload=read.flag("WEALL_IPFS_PIN_ON_UPLOAD", False),
+        media_auto_pin_request=read.flag("WEALL_MEDIA_AUTO_PIN_REQUEST", True),
+        ipfs_enable_heal=read.flag("WEALL_IPFS_ENABLE_HEAL", True),
+        ipfs_heal_interval_blocks=read.integer("WEALL_IPFS_HEAL_INTERVAL_BLOCKS", 10, 1, 10**6),
+        ipfs_max_upload_bytes=read.integer("WEALL_IPFS_MAX_UPLOAD_BYTES", 10 * MIB, 1, 2**40),
+        max_request_bytes=read.integer("WEALL_MAX_REQUEST_BYTES", 1 * MIB, 1024, 2**31),
+        wal_max_bytes=read.integer("WEALL_WAL_MAX_BYTES", 64 * MIB, 64 * 1024, 2**40),
+        checkpoint_interval_s=read.number("WEALL_CHECKPOINT_INTERVAL_S", 5.0, 0.1, 86400),
+        backup_dir=Path(read.text("WEALL_BACKUP_DIR", str(data_dir / "backups"))),
+        backup_interval_s=read.integer("WEALL_BACKUP_INTERVAL_S", 86400, 0, 10**8),
+        backup_keep_daily=read.integer("WEALL_BACKUP_KEEP_DAILY", 7, 0, 10000),
+        backup_keep_weekly=read.integer("WEALL_BACKUP_KEEP_WEEKLY", 4, 0, 10000),
+        log_level=read.choice("WEALL_LOG_LEVEL", "INFO", LOG_LEVELS),
+        log_format=read.choice("WEALL_LOG_FORMAT", "text", LOG_FORMATS),
+        block_interval_ms=(
+            read.integer("WEALL_BLOCK_INTERVAL_MS", 1000, 10, 3_600_000)
+            if block_interval
+            else None
+        ),
+        run_dir=run_dir,
+        heartbeat_interval_s=read.number("WEALL_HEARTBEAT_INTERVAL_S", 1.0, 0.05, 60),
+        heartbeat_timeout_s=read.number("WEALL_HEARTBEAT_TIMEOUT_S", 10.0, 0.2, 600),
+        restart_max=read.integer("WEALL_RESTART_MAX", 5, 0, 10000),
+        restart_window_s=read.number("WEALL_RESTART_WINDOW_S", 30.0, 1, 86400),
+        control_socket_path=(
+            Path(source["WEALL_CONTROL_SOCKET"]) if source.get("WEALL_CONTROL_SOCKET") else None
+        ),
+        rate_limit_per_s=read.number("WEALL_RATE_LIMIT_PER_S", 50.0, 0, 10**6),
+        rate_limit_burst=read.integer("WEALL_RATE_LIMIT_BURST", 200, 1, 10**6),
+        trusted_proxies=trusted,
+        extra={k: v for k, v in source.items() if k.startswith("WEALL_")},
+    )
+    _check_posture(config, source)
+    return config
+
+
+def _check_posture(config: Config, source: Mapping[str, str]) -> None:
+    socket_path = str(config.producer_socket.absolute())
+    if len(socket_path.encode()) > 100:
+        raise ConfigError(
+            "WEALL_RUN_DIR", str(config.run_dir), "socket paths must be under 100 bytes; set a shorter WEALL_RUN_DIR"
+        )
+    if len(str(config.control_socket.absolute()).encode()) > 100:
+        raise ConfigError(
+            "WEALL_CONTROL_SOCKET",
+            str(config.control_socket),
+            "socket paths must be under 100 bytes; set a shorter path",
+        )
+    if config.heartbeat_timeout_s <= config.heartbeat_interval_s:
+        raise ConfigError(
+            "WEALL_HEARTBEAT_TIMEOUT_S",
+            config.heartbeat_timeout_s,
+            "must be greater than WEALL_HEARTBEAT_INTERVAL_S",
+        )
+    if config.mode != "genesis":
+        return
+    if config.allow_unsigned_txs:
+        raise ConfigError("WEALL_ALLOW_UNSIGNED_TXS", "1", "must be 0 in genesis mode")
+    if not config.genesis_path_set:
+        raise ConfigError("WEALL_GENESIS_PATH", "", "required in genesis mode")
+    explicit_host = bool(source.get("WEALL_API_HOST"))
+    if config.api_host not in _LOOPBACK_HOSTS and not (explicit_host or source.get("PORT")):
+        raise ConfigError(
+            "WEALL_API_HOST",
+            config.api_host,
+            "a non-loopback bind in genesis mode needs PORT or an explicit WEALL_API_HOST",
+        )

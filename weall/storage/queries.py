@@ -1,0 +1,141 @@
+"""Queries shared by the writer's connection and the read-only readers.
+
+Every function takes a connection and runs inside whatever transaction the
+caller holds, so a caller that needs a consistent view of several reads
+wraps them in one ``BEGIN`` ... ``COMMIT``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "SqliteState",
+    "block_at",
+    "blocks_from",
+    "head_header",
+    "meta",
+    "pending_rows",
+    "tx_row",
+    "txs_in_block",
+]
+
+Value = dict[str, Any]
+
+
+def _upper_bound(prefix: str) -> str | None:
+    if not prefix:
+        return None
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class SqliteState:
+    """A ``StateReader`` over the ``state`` table of one connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def get(self, kind: str, key: str) -> Value | None:
+        row = self.conn.execute(
+            "SELECT value FROM state WHERE kind = ? AND key = ?", (kind, key)
+        ).fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    def scan(
+        self, kind: str, prefix: str = "", *, after: str | None = None,
+        limit: int | None = None, reverse: bool = False,
+    ) -> list[tuple[str, Value]]:
+        clauses = ["kind = ?"]
+        args: list[Any] = [kind]
+        if prefix:
+            clauses.append("key >= ?")
+            args.append(prefix)
+            upper = _upper_bound(prefix)
+            clauses.append("key < ?")
+            args.append(upper)
+        if after is not None:
+            clauses.append("key < ?" if reverse else "key > ?")
+            args.append(after)
+        order = "DESC" if reverse else "ASC"
+        sql = f"SELECT key, value FROM state WHERE {' AND '.join(clauses)} ORDER BY key {order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [(key, orjson.loads(value)) for key, value in self.conn.execute(sql, args)]
+
+
+def meta(conn: sqlite3.Connection) -> dict[str, str]:
+    return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+
+def _block(row: tuple[Any, ...] | None) -> Value | None:
+    if row is None:
+        return None
+    header = orjson.loads(row[1])
+    return {"height": row[0], "hash": row[2], "header": header, "sig": row[3]}
+
+
+def head_header(conn: sqlite3.Connection) -> Value | None:
+    return _block(
+        conn.execute(
+            "SELECT height, header, hash, sig FROM blocks ORDER BY height DESC LIMIT 1"
+        ).fetchone()
+    )
+
+
+def block_at(conn: sqlite3.Connection, height: int) -> Value | None:
+    return _block(
+        conn.execute(
+            "SELECT height, header, hash, sig FROM blocks WHERE height = ?", (height,)
+        ).fetchone()
+    )
+
+
+def blocks_from(conn: sqlite3.Connection, start: int, limit: int) -> list[Value]:
+    rows = conn.execute(
+        "SELECT height, header, hash, sig FROM blocks WHERE height >= ? ORDER BY height LIMIT ?",
+        (start, limit),
+    ).fetchall()
+    return [block for row in rows if (block := _block(row)) is not None]
+
+
+def txs_in_block(conn: sqlite3.Connection, height: int) -> list[Value]:
+    rows = conn.execute(
+        "SELECT tx_id, status, envelope, receipt FROM txs WHERE height = ? ORDER BY idx",
+        (height,),
+    ).fetchall()
+    return [
+        {"tx_id": tx_id, "status": status, "envelope": orjson.loads(envelope),
+         "receipt": orjson.loads(receipt) if receipt else None}
+        for tx_id, status, envelope, receipt in rows
+    ]
+
+
+def tx_row(conn: sqlite3.Connection, tx_id: str) -> Value | None:
+    row = conn.execute(
+        "SELECT tx_id, status, height, receipt, signer, nonce, tx_type, received_ms, envelope"
+        " FROM txs WHERE tx_id = ?",
+        (tx_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    result: Value = {
+        "tx_id": row[0], "status": row[1], "signer": row[4], "nonce": row[5],
+        "tx_type": row[6], "received_ms": row[7], "envelope": orjson.loads(row[8]),
+    }
+    if row[2] is not None:
+        result["height"] = row[2]
+    if row[3] is not None:
+        result["receipt"] = orjson.loads(row[3])
+    return result
+
+
+def pending_rows(conn: sqlite3.Connection) -> list[tuple[str, bytes, int]]:
+    """``(tx_id, envelope JSON, received_ms)`` of every pending transaction."""
+    return conn.execute(
+        "SELECT tx_id, envelope, received_ms FROM txs WHERE status = 'pending'"
+        " ORDER BY received_ms, tx_id"
+    ).fetchall()

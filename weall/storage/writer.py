@@ -1,0 +1,192 @@
+"""The read-write connection. Only the producer actor imports this module.
+
+Each public method is one SQLite transaction (``BEGIN IMMEDIATE`` ...
+``COMMIT``), so a crash at any point leaves either all of it or none of it:
+a block is stored with its receipts, its transactions' statuses and its state
+changes, or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from weall.errors import StartupError, StorageError
+from weall.protocol import canonical
+from weall.protocol.block import BlockResult
+from weall.protocol.envelope import Envelope
+from weall.storage import queries
+from weall.storage.db import open_readwrite, translate_error
+from weall.storage.schema import SCHEMA_VERSION, current_version, migrate
+
+__all__ = ["Writer"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Writer:
+    """The producer's connection; not safe for use from two threads at once."""
+
+    def __init__(self, path: Path, *, synchronous: str) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.conn = open_readwrite(path, synchronous=synchronous)
+        self.state = queries.SqliteState(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _transaction(self, operation: str, body: Callable[[], T]) -> T:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body()
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise translate_error(exc, operation) from exc
+        return result
+
+    # -- set-up ---------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        try:
+            applied = migrate(self.conn)
+        except sqlite3.Error as exc:
+            raise translate_error(exc, "migrate") from exc
+        for version in applied:
+            log.info("migration applied version=%s db=%s", version, self.path)
+        return applied
+
+    def initialize(self, genesis_doc: dict[str, Any], block0: BlockResult) -> None:
+        """Store the genesis document, block 0 and the genesis state in a new database."""
+        if current_version(self.conn) != SCHEMA_VERSION:
+            raise StorageError("initialize: migrate the schema first")
+
+        def body() -> None:
+            if self.conn.execute("SELECT COUNT(*) FROM blocks").fetchone()[0]:
+                raise StartupError(f"database {self.path} already holds a chain")
+            rows = [
+                ("chain_id", genesis_doc["chain_id"]),
+                ("genesis_hash", block0.header["prev_hash"]),
+                ("genesis_json", canonical.dumps(genesis_doc).decode()),
+            ]
+            self.conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows)
+            self._insert_block(block0)
+            self._write_changes(block0.state.changes())
+
+        self._transaction("initialize", body)
+
+    # -- reads through the write connection -------------------------------------
+
+    def head(self) -> dict[str, Any]:
+        block = queries.head_header(self.conn)
+        if block is None:
+            raise StorageError(f"database {self.path} has no blocks")
+        return block
+
+    def meta(self) -> dict[str, str]:
+        return queries.meta(self.conn)
+
+    def pending(self) -> list[tuple[str, bytes, int]]:
+        return queries.pending_rows(self.conn)
+
+    def tx_status(self, tx_id: str) -> dict[str, Any] | None:
+        return queries.tx_row(self.conn, tx_id)
+
+    # -- writes ------------------------------------------------------------------
+
+    def store_pending(self, admitted: Sequence[tuple[Envelope, int]]) -> None:
+        """Store admitted transactions as pending, durably, in one transaction."""
+        rows = [
+            (env.tx_id, env.signer, env.nonce, env.tx_type, orjson.dumps(env.to_json()), received)
+            for env, received in admitted
+        ]
+
+        def body() -> None:
+            self.conn.executemany(
+                "INSERT INTO txs (tx_id, signer, nonce, tx_type, status, envelope, received_ms)"
+                " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                rows,
+            )
+
+        self._transaction("store pending", body)
+
+    def commit_block(self, block: BlockResult) -> None:
+        """Store a block, its receipts and its state changes in one transaction."""
+        statuses = [
+            ("committed" if receipt["ok"] else "rejected", block.height, index,
+             orjson.dumps(receipt), tx_id)
+            for index, (tx_id, receipt) in enumerate(
+                zip(block.header["tx_ids"], block.receipts, strict=True)
+            )
+        ]
+
+        def body() -> None:
+            self._insert_block(block)
+            updated = 0
+            for row in statuses:
+                cursor = self.conn.execute(
+                    "UPDATE txs SET status = ?, height = ?, idx = ?, receipt = ?"
+                    " WHERE tx_id = ? AND status = 'pending'",
+                    row,
+                )
+                updated += cursor.rowcount
+            if updated != len(statuses):
+                raise StorageError(
+                    f"commit block {block.height}: {len(statuses) - updated} transactions"
+                    " were not pending"
+                )
+            self._write_changes(block.state.changes())
+
+        self._transaction(f"commit block {block.height}", body)
+
+    def expire(self, tx_ids: Iterable[str]) -> int:
+        ids = [(tx_id,) for tx_id in tx_ids]
+
+        def body() -> int:
+            cursor = self.conn.executemany(
+                "UPDATE txs SET status = 'expired' WHERE tx_id = ? AND status = 'pending'", ids
+            )
+            return cursor.rowcount
+
+        return self._transaction("expire", body)
+
+    def checkpoint(self, mode: str) -> tuple[int, int, int]:
+        """Run ``PRAGMA wal_checkpoint(mode)``; returns (busy, wal pages, checkpointed)."""
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise ValueError(f"unknown checkpoint mode {mode}")
+        try:
+            busy, pages, done = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.Error as exc:
+            raise translate_error(exc, f"checkpoint {mode}") from exc
+        return int(busy), int(pages), int(done)
+
+    def _insert_block(self, block: BlockResult) -> None:
+        self.conn.execute(
+            "INSERT INTO blocks (height, hash, header, sig, timestamp_ms, tx_count)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (block.height, block.hash, canonical.dumps(block.header), block.sig,
+             block.header["timestamp_ms"], len(block.header["tx_ids"])),
+        )
+
+    def _write_changes(self, changes: Sequence[tuple[str, str, dict[str, Any] | None]]) -> None:
+        upserts = [(k, key, orjson.dumps(v)) for k, key, v in changes if v is not None]
+        deletes = [(k, key) for k, key, v in changes if v is None]
+        if upserts:
+            self.conn.executemany(
+                "INSERT INTO state (kind, key, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
+                upserts,
+            )
+        if deletes:
+            self.conn.executemany("DELETE FROM state WHERE kind = ? AND key = ?", deletes)
