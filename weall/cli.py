@@ -28,6 +28,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("weall.commands.genesis", "create the database for a chain"),
     "keygen": ("weall.commands.keys", "write an Ed25519 key file"),
     "tx": ("weall.commands.tx", "build, sign and submit transactions"),
+    "backup": ("weall.commands.backup", "take or verify a live backup"),
+    "restore": ("weall.commands.backup", "restore a backup into a stopped node"),
     "verify": ("weall.commands.verify", "replay the chain and check every block"),
 }
 

@@ -297,4 +297,40 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
             raise ApiError("not_found", f"no post or comment {object_id[:60]}")
         return json_response(view)
 
+    def _record_route(rule: str, kind: str, label: str) -> None:
+        async def view(object_id: str) -> Response:
+            found = await reader.run(lambda conn: views.record_view(conn, kind, object_id))
+            if found is None:
+                raise ApiError("not_found", f"no {label} {object_id[:60]}")
+            return json_response(found)
+
+        view.__name__ = f"{kind}_view"
+        app.get(rule)(view)
+
+    _record_route("/v1/gov/proposals/<object_id>", "gov_proposal", "proposal")
+    _record_route("/v1/disputes/<object_id>", "dispute", "dispute")
+    _record_route("/v1/poh/requests/<object_id>", "poh_request", "PoH request")
+
+    @app.get("/v1/groups/<group_id>")
+    async def group(group_id: str) -> Response:
+        limit = _query_int("limit", 100, 1, 1000)
+        view = await reader.run(lambda conn: views.group_view(conn, group_id, limit))
+        if view is None:
+            raise ApiError("not_found", f"no group {group_id[:40]}")
+        return json_response(view)
+
+    @app.get("/v1/media/<cid>/status")
+    async def media_status(cid: str) -> Response:
+        view = await reader.run(lambda conn: views.media_status_view(conn, cid))
+        if view is None:
+            raise ApiError("not_found", f"no pin request for {cid[:80]}")
+        return json_response(view)
+
+    @app.get("/v1/pins/<pin_id>")
+    async def pin(pin_id: str) -> Response:
+        view = await reader.run(lambda conn: views.pin_view(conn, pin_id))
+        if view is None:
+            raise ApiError("not_found", f"no pin {pin_id[:60]}")
+        return json_response(view)
+
     return app

@@ -177,3 +177,41 @@ def snapshot_view(conn: sqlite3.Connection, genesis: GenesisInfo, now_ms: int) -
             "unlock_at_ms": unlock_at,
         },
     }
+
+
+def record_view(conn: sqlite3.Connection, kind: str, key: str) -> dict[str, Any] | None:
+    """A state record as stored: a group, proposal, dispute or PoH request."""
+    return queries.SqliteState(conn).get(kind, key)
+
+
+def group_view(conn: sqlite3.Connection, group_id: str, limit: int) -> dict[str, Any] | None:
+    state = queries.SqliteState(conn)
+    group = state.get("group", group_id)
+    if group is None:
+        return None
+    members = [key.split("/", 1)[1] for key, _ in state.scan("group_member", f"{group_id}/", limit=limit)]
+    requests = [key.split("/", 1)[1] for key, _ in state.scan("group_request", f"{group_id}/", limit=limit)]
+    return {**group, "members": members, "pending_requests": requests}
+
+
+def media_status_view(conn: sqlite3.Connection, cid: str) -> dict[str, Any] | None:
+    from weall.protocol.rules.storage import pin_id_for_cid, pin_status
+
+    state = queries.SqliteState(conn)
+    pin_id = pin_id_for_cid(state, cid)
+    head = queries.head_header(conn)
+    params = state.get("chain", "params")
+    if pin_id is None or head is None or params is None:
+        return None
+    return pin_status(state, pin_id, head["height"] + 1, params)
+
+
+def pin_view(conn: sqlite3.Connection, pin_id: str) -> dict[str, Any] | None:
+    from weall.protocol.rules.storage import pin_status
+
+    state = queries.SqliteState(conn)
+    head = queries.head_header(conn)
+    params = state.get("chain", "params")
+    if head is None or params is None:
+        return None
+    return pin_status(state, pin_id, head["height"] + 1, params)

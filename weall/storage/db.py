@@ -29,12 +29,18 @@ BUSY_TIMEOUT_MS: Final = 5000
 SQLITE_HEADER: Final = b"SQLite format 3\x00"
 
 
-def open_readonly(path: Path) -> sqlite3.Connection:
+def open_readonly(path: Path, *, query_only: bool = True) -> sqlite3.Connection:
+    """Open ``path`` with ``mode=ro``.
+
+    ``query_only=False`` is for ``VACUUM INTO``, which writes only the target
+    file but which ``PRAGMA query_only`` would reject.
+    """
     uri = f"file:{quote(str(path.absolute()))}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA query_only = ON")
+        if query_only:
+            conn.execute("PRAGMA query_only = ON")
     except sqlite3.Error as exc:
         raise StorageError(f"cannot open {path} read-only: {exc}") from exc
     return conn

@@ -133,6 +133,9 @@ def session_revoke(ctx: TxContext) -> dict[str, Any]:
         raise TxRejected("not_found", "pubkey is not a session key of this account")
     account["session_keys"] = remaining
     ctx.state.put("account", ctx.signer, account)
+    # Kept so that a request signed by a revoked key can be told apart from
+    # one signed by a key that was never issued.
+    ctx.state.put("session_revoked", f"{ctx.signer}/{pubkey}", {"height": ctx.height})
     return {}
 
 

@@ -1,0 +1,226 @@
+"""End to end: a real ``weall supervise``, driven only through the CLI and HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from weall.protocol import keys
+from weall.protocol.envelope import build_envelope
+
+from .node import Node, running_node
+
+pytestmark = pytest.mark.slow
+
+ACTORS = ("producer", "checkpointer", "pinner", "healer", "api")
+
+
+def _wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def _register(node: Node, name: str) -> Path:
+    key_path = node.workdir / f"{name}.key"
+    node.cli("keygen", "--out", str(key_path), "--account", f"@{name}", check=True)
+    result = node.tx("register", key=str(key_path))
+    assert result.returncode == 0, result.stderr
+    return key_path
+
+
+def _open_flags(pid: int, target: Path) -> list[int]:
+    flags = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != str(target):
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                for line in info:
+                    if line.startswith("flags:"):
+                        flags.append(int(line.split()[1], 8))
+        except OSError:
+            continue
+    return flags
+
+
+def test_node_end_to_end(tmp_path: Path) -> None:
+    with running_node(tmp_path) as node:
+        data = tmp_path / "data"
+        for name in ("genesis.json", "keys/node.key", "keys/founder.key", "weall.db"):
+            assert (data / name).exists(), name
+        assert os.stat(data / "keys/founder.key").st_mode & 0o777 == 0o600
+        conn = sqlite3.connect(data / "weall.db")
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+
+        pids = node.actor_pids()
+        assert sorted(pids) == sorted(ACTORS)
+        assert len(set(pids.values())) == 5
+
+        # The founder posts.
+        posted = node.tx("post", "hello from the founder")
+        assert posted.returncode == 0, posted.stderr
+        founder_post = posted.stdout.split()[0]
+        receipt = json.loads(posted.stdout.splitlines()[1])
+        assert receipt["receipt"]["post_id"] == founder_post
+
+        # A new account registers and updates its profile.
+        alice = _register(node, "alice")
+        profile = node.tx("profile", "--display-name", "Alice", "--bio", "hi", key=str(alice))
+        assert profile.returncode == 0, profile.stderr
+        account = node.get("/v1/accounts/@alice").json()
+        assert account["profile"]["display_name"] == "Alice"
+        assert account["poh_tier"] == 0
+        assert account["next_nonce"] == 2
+
+        # Its post attempt is rejected by the tier gate.
+        attempt = node.tx("post", "too early", key=str(alice), wait=False)
+        assert attempt.returncode == 1
+        error = json.loads(attempt.stderr.strip().splitlines()[-1])
+        assert error["error"]["code"] == "tier_required"
+
+        # A transfer is rejected by the economics lock.
+        transfer = node.tx("transfer", "@alice", "5", wait=False)
+        assert transfer.returncode == 1
+        error = json.loads(transfer.stderr.strip().splitlines()[-1])
+        assert error["error"]["code"] == "economics_locked"
+        assert error["error"]["details"]["unlock_at_ms"] > int(time.time() * 1000)
+
+        # A replayed envelope is a duplicate; one for another chain is rejected.
+        founder_key = keys.load_key_file(data / "keys/founder.key")
+        next_nonce = node.get("/v1/accounts/@founder").json()["next_nonce"]
+        envelope = build_envelope(
+            founder_key, chain_id="weall-dev", tx_type="CONTENT_POST_CREATE",
+            signer="@founder", nonce=next_nonce, payload={"body": "second post"},
+        )
+        first = node.post("/v1/tx/submit", json=envelope)
+        assert first.status_code == 202
+        again = node.post("/v1/tx/submit", json=envelope)
+        assert again.status_code == 200
+        assert again.json()["duplicate"] is True
+        other_chain = build_envelope(
+            founder_key, chain_id="weall-other", tx_type="CONTENT_POST_CREATE",
+            signer="@founder", nonce=next_nonce + 1, payload={"body": "elsewhere"},
+        )
+        wrong = node.post("/v1/tx/submit", json=other_chain)
+        assert wrong.status_code == 400
+        assert wrong.json()["error"]["code"] == "wrong_chain"
+
+        # The posts appear in the feed and the height grows.
+        height_before = node.get("/v1/chain/head").json()["height"]
+        tx_id = first.json()["tx_id"]
+        _wait_for(lambda: node.get(f"/v1/tx/{tx_id}").json()["status"] == "committed")
+        feed = node.get("/v1/feed").json()["items"]
+        bodies = [item["body"] for item in feed]
+        assert "second post" in bodies
+        assert "hello from the founder" in bodies
+        assert node.get("/v1/chain/head").json()["height"] > height_before - 1
+        assert node.get("/v1/accounts/@founder/posts").json()["items"][0]["body"] == "second post"
+
+        # Acknowledged but not yet committed, then a power cut of the whole tree.
+        pending = []
+        base = node.get("/v1/accounts/@founder").json()["next_nonce"]
+        for offset in range(5):
+            env = build_envelope(
+                founder_key, chain_id="weall-dev", tx_type="CONTENT_POST_CREATE",
+                signer="@founder", nonce=base + offset, payload={"body": f"burst {offset}"},
+            )
+            response = node.post("/v1/tx/submit", json=env)
+            assert response.status_code == 202
+            pending.append(response.json()["tx_id"])
+        tip_before = node.get("/v1/chain/head").json()
+        node.kill_tree()
+
+    with running_node(tmp_path) as node:
+        for tx_id in pending:
+            _wait_for(lambda tx_id=tx_id: node.get(f"/v1/tx/{tx_id}").json()["status"] == "committed")
+        tip_after = node.get("/v1/chain/head").json()
+        assert tip_after["height"] >= tip_before["height"]
+        verify = node.cli("verify")
+        assert verify.returncode == 0, verify.stderr
+
+
+def test_supervise_stops_in_reverse_order(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    node.start()
+    node.wait_ready()
+    code = node.stop()
+    assert code == 0
+    log = node.log()
+    for name in ACTORS:
+        assert f"{name} |" in log, name
+    stopped = [line for line in log.splitlines() if "stopped" in line and "actor=" in line]
+    order = []
+    for line in stopped:
+        for name in ACTORS:
+            if f"actor={name}" in line and name not in order:
+                order.append(name)
+    assert order == list(reversed(ACTORS))
+
+
+def test_killed_actor_restarts_alone(tmp_path: Path) -> None:
+    with running_node(tmp_path) as node:
+        before = node.actor_pids()
+        os.kill(before["checkpointer"], signal.SIGKILL)
+
+        def restarted() -> dict[str, int] | None:
+            pids = node.actor_pids()
+            return pids if pids.get("checkpointer") not in (None, before["checkpointer"]) else None
+
+        after = _wait_for(restarted)
+        for name in ACTORS:
+            if name != "checkpointer":
+                assert after[name] == before[name], name
+        node.wait_ready()
+
+
+def test_only_producer_writes(tmp_path: Path) -> None:
+    with running_node(tmp_path) as node:
+        db = (tmp_path / "data" / "weall.db").resolve()
+        node.tx("post", "make every actor read")
+        pids = node.actor_pids()
+        producer_flags = _open_flags(pids["producer"], db)
+        assert producer_flags, "the producer has the database open"
+        assert all(flags & os.O_ACCMODE == os.O_RDWR for flags in producer_flags)
+        for name in ("api", "pinner", "healer"):
+            flags = _wait_for(lambda name=name: _open_flags(pids[name], db))
+            assert all(f & os.O_ACCMODE == os.O_RDONLY for f in flags), name
+
+
+def test_refuses_other_chain_id(tmp_path: Path) -> None:
+    with running_node(tmp_path):
+        pass
+    before = (tmp_path / "data" / "weall.db").read_bytes()
+    node = Node(tmp_path, env={"WEALL_CHAIN_ID": "weall-other"})
+    node.start()
+    assert node.process is not None
+    code = node.process.wait(30)
+    assert code != 0
+    lines = [line for line in node.log().splitlines() if "weall-other" in line]
+    assert lines, node.log()
+    assert (tmp_path / "data" / "weall.db").read_bytes() == before
+
+
+def test_port_binds_all_interfaces(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    # PORT alone decides the bind; WEALL_API_PORT (set by Node) names the same port.
+    node.extra_env = {"PORT": str(node.port)}
+    node.start()
+    try:
+        node.wait_ready()
+        assert httpx.get(f"{node.url}/health").json()["ok"] is True
+        assert f"0.0.0.0:{node.port}" in node.log()
+    finally:
+        node.stop()

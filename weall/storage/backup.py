@@ -1,0 +1,232 @@
+"""Live backups, their verification, retention and restore.
+
+A backup is ``VACUUM INTO`` from a read-only connection: one read
+transaction, so the copy is a consistent snapshot of committed blocks (every
+commit of the producer ends at a block or admission boundary), and the
+producer keeps writing meanwhile because WAL readers never block the writer.
+No incremental backup is used, since one that pauses between steps restarts
+after every commit and never finishes under load.
+
+Steps: write ``NAME.db.tmp``, fsync it, verify it (integrity check, schema
+version, genesis hash, tip hash), rename it to ``NAME.db``, fsync the
+directory, then write ``NAME.json`` (height, tip hash, time, size, SHA-256)
+the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from weall.errors import StartupError, StorageError
+from weall.storage import queries
+from weall.storage.db import check_file, open_readonly
+from weall.storage.lock import is_locked
+from weall.storage.schema import SCHEMA_VERSION, current_version
+
+__all__ = [
+    "BackupManifest",
+    "prune_backups",
+    "restore_backup",
+    "take_backup",
+    "verify_backup",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackupManifest:
+    file: str
+    height: int
+    tip_hash: str
+    genesis_hash: str
+    chain_id: str
+    schema_version: int
+    created_ms: int
+    size_bytes: int
+    sha256: str
+    duration_s: float
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_backup(path: Path, *, expected_genesis: str | None = None) -> dict[str, Any]:
+    """Check a backup file; return its height, tip, genesis and schema version.
+
+    Raises:
+        StorageError: naming what failed.
+    """
+    try:
+        check_file(path)
+    except StartupError as exc:
+        raise StorageError(str(exc)) from None
+    uri = f"file:{path.absolute()}?mode=ro&immutable=1"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StorageError(f"backup {path} cannot be opened: {exc}") from exc
+    try:
+        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        if result != "ok":
+            raise StorageError(f"backup {path} failed the integrity check: {result}")
+        version = current_version(conn)
+        if not 1 <= version <= SCHEMA_VERSION:
+            raise StorageError(f"backup {path} has schema version {version}; expected 1..{SCHEMA_VERSION}")
+        stored = queries.meta(conn)
+        head = queries.head_header(conn)
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"backup {path} is damaged: {exc}") from exc
+    finally:
+        conn.close()
+    if head is None:
+        raise StorageError(f"backup {path} holds no blocks")
+    genesis = stored.get("genesis_hash")
+    if expected_genesis is not None and genesis != expected_genesis:
+        raise StorageError(f"backup {path} is of genesis {genesis}, expected {expected_genesis}")
+    if head["header"]["height"] != head["height"]:
+        raise StorageError(f"backup {path}: tip header does not match its row")
+    return {"height": head["height"], "tip_hash": head["hash"], "genesis_hash": genesis,
+            "chain_id": stored.get("chain_id"), "schema_version": version}
+
+
+def take_backup(db_path: Path, backup_dir: Path, *, now: dt.datetime | None = None) -> BackupManifest:
+    """Take a verified live backup of ``db_path`` into ``backup_dir``."""
+    started = time.monotonic()
+    moment = now or dt.datetime.now(dt.UTC)
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    name = f"weall-{moment.strftime('%Y%m%dT%H%M%S%fZ')}"
+    final = backup_dir / f"{name}.db"
+    temp = backup_dir / f"{name}.db.tmp"
+    temp.unlink(missing_ok=True)
+    conn = open_readonly(db_path, query_only=False)
+    try:
+        genesis = queries.meta(conn).get("genesis_hash")
+        conn.execute("VACUUM INTO ?", (str(temp),))
+    except sqlite3.Error as exc:
+        temp.unlink(missing_ok=True)
+        raise StorageError(f"backup of {db_path} failed: {exc}") from exc
+    finally:
+        conn.close()
+    try:
+        _fsync_path(temp)
+        facts = verify_backup(temp, expected_genesis=genesis)
+        os.replace(temp, final)
+        _fsync_path(backup_dir)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    manifest = BackupManifest(
+        file=final.name, height=facts["height"], tip_hash=facts["tip_hash"],
+        genesis_hash=facts["genesis_hash"], chain_id=facts["chain_id"],
+        schema_version=facts["schema_version"], created_ms=int(moment.timestamp() * 1000),
+        size_bytes=final.stat().st_size, sha256=_sha256(final),
+        duration_s=round(time.monotonic() - started, 3),
+    )
+    _write_manifest(backup_dir / f"{name}.json", manifest)
+    log.info("backup taken file=%s height=%d size_bytes=%d duration_s=%.2f",
+             final.name, manifest.height, manifest.size_bytes, manifest.duration_s)
+    return manifest
+
+
+def _write_manifest(path: Path, manifest: BackupManifest) -> None:
+    temp = path.with_suffix(".json.tmp")
+    with temp.open("w", encoding="utf-8") as handle:
+        json.dump(asdict(manifest), handle, indent=2)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    _fsync_path(path.parent)
+
+
+def list_manifests(backup_dir: Path) -> list[BackupManifest]:
+    manifests = []
+    for path in sorted(backup_dir.glob("weall-*.json")):
+        try:
+            manifests.append(BackupManifest(**json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("skipping unreadable manifest path=%s: %s", path, exc)
+    return manifests
+
+
+def prune_backups(backup_dir: Path, *, keep_daily: int, keep_weekly: int) -> list[str]:
+    """Delete backups outside the retention; return the files deleted.
+
+    Kept: the newest backup of each of the ``keep_daily`` most recent days
+    that have one, and the newest of each of the ``keep_weekly`` most recent
+    ISO weeks that have one. Days and weeks are in UTC.
+    """
+    manifests = sorted(list_manifests(backup_dir), key=lambda m: m.created_ms, reverse=True)
+    keep: set[str] = set()
+    days: list[dt.date] = []
+    weeks: list[tuple[int, int]] = []
+    for manifest in manifests:
+        moment = dt.datetime.fromtimestamp(manifest.created_ms / 1000, dt.UTC)
+        day = moment.date()
+        week = tuple(moment.isocalendar())[:2]
+        if day not in days and len(days) < keep_daily:
+            days.append(day)
+            keep.add(manifest.file)
+        if week not in weeks and len(weeks) < keep_weekly:
+            weeks.append(week)  # type: ignore[arg-type]
+            keep.add(manifest.file)
+    deleted = []
+    for manifest in manifests:
+        if manifest.file in keep:
+            continue
+        (backup_dir / manifest.file).unlink(missing_ok=True)
+        (backup_dir / manifest.file).with_suffix(".json").unlink(missing_ok=True)
+        deleted.append(manifest.file)
+        log.info("backup pruned file=%s height=%d", manifest.file, manifest.height)
+    return deleted
+
+
+def restore_backup(backup: Path, db_path: Path, lock_path: Path) -> dict[str, Any]:
+    """Replace ``db_path`` by a verified copy of ``backup``; the node must be stopped.
+
+    The database it replaces is kept beside it as ``weall.db.before-restore-<time>``.
+    """
+    holder = is_locked(lock_path)
+    if holder is not None:
+        raise StartupError(
+            f"a producer (pid {holder}) holds {lock_path}; stop the node before restoring"
+        )
+    facts = verify_backup(backup)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    temp = db_path.with_name(db_path.name + ".restore.tmp")
+    shutil.copyfile(backup, temp)
+    _fsync_path(temp)
+    if db_path.exists():
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        os.replace(db_path, db_path.with_name(f"{db_path.name}.before-restore-{stamp}"))
+    for suffix in ("-wal", "-shm"):
+        db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
+    os.replace(temp, db_path)
+    _fsync_path(db_path.parent)
+    # The copy is in rollback-journal mode; the producer switches it back to WAL.
+    log.info("restored backup=%s height=%d into %s", backup, facts["height"], db_path)
+    return facts
