@@ -9,6 +9,8 @@
     │   └── StorageFullError the disk or filesystem is full
     ├── ClosedError          an object was used after close()
     ├── IpcError             the producer socket is unreachable or broke mid-request
+    ├── UpstreamError        a follower's upstream node is unreachable or returned an error
+    ├── UpstreamRejected     a follower found a block or answer of its upstream invalid
     ├── ProtocolError        a protocol rule failed; carries a stable ``code``
     │   ├── EncodingError    a key, signature, hash or JSON text is malformed
     │   └── TxRejected       admission or application of a transaction failed
@@ -34,6 +36,8 @@ __all__ = [
     "StorageError",
     "StorageFullError",
     "TxRejected",
+    "UpstreamError",
+    "UpstreamRejected",
     "WeallError",
 ]
 
@@ -72,6 +76,26 @@ class IpcError(WeallError):
     """The producer socket could not be reached or broke during a request."""
 
 
+class UpstreamError(WeallError):
+    """A follower's upstream node could not be reached, timed out or returned an error."""
+
+
+class UpstreamRejected(WeallError):
+    """A follower found what its upstream served invalid, so it stops following it.
+
+    Attributes:
+        height: the height of the first invalid block, or ``None`` when the
+            upstream's chain identity (chain id, genesis) differs.
+        reason: what failed, for logs and the follower's status.
+    """
+
+    def __init__(self, height: int | None, reason: str) -> None:
+        self.height = height
+        self.reason = reason
+        where = "chain identity" if height is None else f"block {height}"
+        super().__init__(f"{where}: {reason}")
+
+
 class ProtocolError(WeallError):
     """A protocol rule failed.
 
@@ -107,8 +131,8 @@ class IpfsError(WeallError):
     ``code`` is one of:
 
     - ``ipfs_unavailable``: the daemon could not be reached, after retries;
-    - ``ipfs_timeout``: the daemon accepted the call but did not answer in time;
-    - ``ipfs_failed``: the daemon answered with an error or a malformed reply;
+    - ``ipfs_timeout``: the daemon accepted the call but did not reply in time;
+    - ``ipfs_failed``: the daemon returned an error or a malformed reply;
     - ``not_found``: the content (``cid``) is not in the store, or the daemon
       did not find it within its ``timeout``;
     - ``invalid_cid``: the text is not a CID that the node can store;
@@ -165,6 +189,7 @@ HTTP_STATUS: Final[dict[str, int]] = {
     "session_bad_signature": 401,
     "session_missing": 401,
     "too_large": 413,
+    "request_timeout": 408,
     "unsupported_media_type": 415,
     "rate_limited": 429,
     "storage_full": 503,
