@@ -34,10 +34,11 @@ from weall.errors import (
 )
 from weall.protocol import keys
 from weall.protocol.block import build_block
-from weall.protocol.envelope import Envelope, parse_envelope
+from weall.protocol.envelope import Envelope, build_envelope, parse_envelope
 from weall.protocol.execute import admit, chain_params
 from weall.protocol.genesis import genesis_hash, genesis_info
 from weall.protocol.txtypes import GenesisInfo
+from weall.storage.db import BUSY_TIMEOUT_MS, check_tip, has_free_space, write_tip
 from weall.storage.lock import ProducerLock
 from weall.storage.writer import Writer
 
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 GAP_EXPIRY_MS: Final = 10 * 60 * 1000
 MAX_BATCH: Final = 1000
 STORAGE_RETRY_S: Final = 1.0
+# A checkpoint waits at most this long for readers, so that a reader holding
+# an old snapshot delays the next block by no more than this.
+CHECKPOINT_BUSY_TIMEOUT_MS: Final = 50
+CHECKPOINT_MODES: Final = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 
 
 def now_ms() -> int:
@@ -88,6 +93,11 @@ class Pool:
         return len(self.by_id)
 
 
+def _storage_full(message: str) -> dict[str, Any]:
+    return {"ok": False, "http": HTTP_STATUS["storage_full"],
+            "error": {"code": "storage_full", "message": message, "details": {}}}
+
+
 def _error(exc: ProtocolError) -> dict[str, Any]:
     return {
         "ok": False,
@@ -107,13 +117,21 @@ class Producer:
         self.pool = Pool()
         self.limiter = trio.CapacityLimiter(1)
         self.head = writer.head()
+        # Set while the disk is full: block production waits for space and
+        # admission answers storage_full without touching the database.
         self.storage_full = False
+        self.paused_at = 0.0
+        self.rejected_while_full = 0
+        self.tip_failures = 0
         self.blocks_committed = 0
         self.last_block_monotonic = time.monotonic()
         self.requests: trio.MemorySendChannel[tuple[list[Any], trio.MemorySendChannel[Any]]]
         self._receive: trio.MemoryReceiveChannel[tuple[list[Any], trio.MemorySendChannel[Any]]]
         self.requests, self._receive = trio.open_memory_channel(10_000)
         self.block_event = trio.Event()
+        # Serialises the producer account's own transactions, so two of them
+        # never pick the same nonce.
+        self.system_lock = trio.Lock()
 
     # -- pool ----------------------------------------------------------------------
 
@@ -159,6 +177,10 @@ class Producer:
 
     def admit_batch_sync(self, documents: list[Any]) -> list[dict[str, Any]]:
         """Check every envelope, store the admitted ones in one transaction, answer each."""
+        if self.storage_full:
+            self.rejected_while_full += len(documents)
+            return [_storage_full("the disk is full; retry once the operator frees space")
+                    for _ in documents]
         now = now_ms()
         staged: dict[str, PoolEntry] = {}
         results: list[dict[str, Any]] = []
@@ -173,8 +195,10 @@ class Producer:
             self.writer.store_pending([(e.env, e.received_ms) for e in staged.values()])
         except StorageError as exc:
             full = isinstance(exc, StorageFullError)
-            self.storage_full = self.storage_full or full
-            log.error("store pending failed count=%d: %s", len(staged), exc)
+            if full:
+                self.pause_production(f"store pending count={len(staged)}: {exc}")
+            else:
+                log.error("store pending failed count=%d: %s", len(staged), exc)
             code = "storage_full" if full else "unavailable"
             failure = {"ok": False, "http": HTTP_STATUS[code],
                        "error": {"code": code, "message": str(exc), "details": {}}}
@@ -208,6 +232,31 @@ class Producer:
         reply_send, reply_receive = trio.open_memory_channel[Any](1)
         await self.requests.send((documents, reply_send))
         result: list[dict[str, Any]] = await reply_receive.receive()
+        return result
+
+    def _next_own_nonce(self) -> int:
+        account = self.key.account
+        assert account is not None
+        committed = self.writer.state.get("account", account)
+        nonce = 0 if committed is None else int(committed["next_nonce"])
+        pending = self.pool.by_signer.get(account, {})
+        while nonce in pending:
+            nonce += 1
+        return nonce
+
+    async def submit_own(self, tx_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Sign a transaction of the producer account (system transactions) and admit it."""
+        if self.key.account is None:
+            raise StartupError(f"node key {self.config.node_key_path} names no account")
+        async with self.system_lock:
+            nonce = await trio.to_thread.run_sync(self._next_own_nonce, limiter=self.limiter)
+            envelope = build_envelope(
+                self.key, chain_id=self.genesis.chain_id, tx_type=tx_type,
+                signer=self.key.account, nonce=nonce, payload=payload,
+            )
+            (result,) = await self.submit([envelope])
+        log.info("system transaction submitted type=%s nonce=%d tx_id=%s code=%s", tx_type, nonce,
+                 result.get("tx_id"), result.get("error", {}).get("code"))
         return result
 
     # -- blocks ------------------------------------------------------------------------
@@ -258,6 +307,7 @@ class Producer:
             genesis=self.genesis, producer_pubkey=self.key.pubkey, sign=self.key.sign,
         )
         self.writer.commit_block(block)
+        self._record_tip(block.height, block.hash)
         for env in txs:
             self.pool.remove(env.tx_id)
         self.head = {"height": block.height, "hash": block.hash, "header": block.header, "sig": block.sig}
@@ -270,22 +320,55 @@ class Producer:
             return self.config.block_interval_ms / 1000
         return float(chain_params(self.writer.state)["block_interval_ms"]) / 1000
 
+    def _record_tip(self, height: int, block_hash: str) -> None:
+        # A tip file that lags behind the database is harmless: start-up
+        # rejects only a database that lacks the block the file records.
+        try:
+            write_tip(self.config.db_path, height, block_hash)
+        except OSError as exc:
+            self.tip_failures += 1
+            if self.tip_failures == 1 or self.tip_failures % 100 == 0:
+                log.warning("tip file not written height=%d failures=%d: %s",
+                            height, self.tip_failures, exc)
+            return
+        if self.tip_failures:
+            log.info("tip file recovered errors=%d", self.tip_failures)
+            self.tip_failures = 0
+
+    def pause_production(self, reason: str) -> None:
+        """Stop block production and admission until space is free; logs once per pause."""
+        if self.storage_full:
+            return
+        self.storage_full = True
+        self.paused_at = time.monotonic()
+        self.rejected_while_full = 0
+        log.error("block production paused: %s; writes get 503 storage_full, reads go on, "
+                  "retrying every %.0f s until space is free", reason, STORAGE_RETRY_S)
+
+    async def wait_for_space(self) -> None:
+        """Probe for free space every ``STORAGE_RETRY_S``, then lift the pause."""
+        probes = 1
+        while not await trio.to_thread.run_sync(has_free_space, self.config.db_path):
+            await trio.sleep(STORAGE_RETRY_S)
+            probes += 1
+        self.storage_full = False
+        log.info("block production resumed height=%d paused_s=%.1f probes=%d rejected=%d",
+                 self.head["height"], time.monotonic() - self.paused_at, probes,
+                 self.rejected_while_full)
+
     async def block_loop(self) -> None:
         next_at = trio.current_time()
         while True:
             next_at += self.block_interval_s()
             await trio.sleep_until(max(next_at, trio.current_time()))
+            if self.storage_full:
+                await self.wait_for_space()
+                next_at = trio.current_time()
             try:
                 summary = await trio.to_thread.run_sync(self.produce_sync, limiter=self.limiter)
             except StorageFullError as exc:
-                if not self.storage_full:
-                    log.error("block production paused: %s", exc)
-                self.storage_full = True
-                await trio.sleep(STORAGE_RETRY_S)
+                self.pause_production(str(exc))
                 continue
-            if self.storage_full:
-                log.info("block production resumed height=%d", self.head["height"])
-                self.storage_full = False
             if summary is not None:
                 log.info("block committed height=%d txs=%d hash=%s",
                          summary["height"], summary["txs"], summary["hash"])
@@ -301,18 +384,42 @@ class Producer:
             if not isinstance(envelopes, list) or not 1 <= len(envelopes) <= MAX_BATCH:
                 return {"ok": False, "error": {"code": "invalid_request", "message": "envelopes: 1 to 1000"}}
             return {"ok": True, "results": await self.submit(envelopes)}
+        if op == "system_tx":
+            tx_type = request.get("tx_type")
+            payload = request.get("payload")
+            if tx_type not in ("IPFS_PIN_REQUEST", "IPFS_PIN_HEAL", "IPFS_PIN_CONFIRM") or not isinstance(payload, dict):
+                return {"ok": False, "error": {"code": "invalid_request",
+                                               "message": "system_tx: tx_type and payload"}}
+            return {"ok": True, "result": await self.submit_own(tx_type, payload)}
         if op == "status":
             return {"ok": True, **self.statistics()}
         if op == "checkpoint":
-            mode = str(request.get("mode", "PASSIVE"))
-            busy, pages, done = await trio.to_thread.run_sync(
-                self.writer.checkpoint, mode, limiter=self.limiter
-            )
-            return {"ok": True, "busy": busy, "wal_pages": pages, "checkpointed": done}
+            return await self.checkpoint(request.get("mode", "PASSIVE"))
         if op == "wait_block":
             await self.block_event.wait()
             return {"ok": True, "height": self.head["height"]}
         return {"ok": False, "error": {"code": "invalid_request", "message": f"unknown op {op!r}"}}
+
+    async def checkpoint(self, mode: Any) -> dict[str, Any]:
+        if mode not in CHECKPOINT_MODES:
+            return {"ok": False, "error": {"code": "invalid_request",
+                                           "message": f"mode must be one of {', '.join(CHECKPOINT_MODES)}"}}
+        try:
+            busy, pages, done = await trio.to_thread.run_sync(
+                self.checkpoint_sync, mode, limiter=self.limiter
+            )
+        except StorageError as exc:
+            code = "storage_full" if isinstance(exc, StorageFullError) else "unavailable"
+            return {"ok": False, "error": {"code": code, "message": str(exc)}}
+        return {"ok": True, "busy": busy, "wal_pages": pages, "checkpointed": done}
+
+    def checkpoint_sync(self, mode: str) -> tuple[int, int, int]:
+        conn = self.writer.conn
+        conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_TIMEOUT_MS}")
+        try:
+            return self.writer.checkpoint(mode)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -325,6 +432,11 @@ class Producer:
 
 
 def _open(config: Config) -> tuple[ProducerLock, Writer, dict[str, Any], keys.KeyPair]:
+    if config.follower:
+        raise StartupError(
+            "WEALL_UPSTREAM_URL is set, so this node is a follower and runs the follower actor; "
+            "unset it to run the producer"
+        )
     lock = ProducerLock(config.lock_path)
     lock.acquire()
     try:
@@ -338,6 +450,12 @@ def _open(config: Config) -> tuple[ProducerLock, Writer, dict[str, Any], keys.Ke
         if stored.get("genesis_hash") != genesis_hash(document):
             writer.close()
             raise StartupError(f"database {config.db_path} holds another genesis")
+        try:
+            # A restarted producer skips the supervisor's start-up checks.
+            check_tip(config.db_path, writer.conn)
+        except StartupError:
+            writer.close()
+            raise
     except BaseException:
         lock.release()
         raise
@@ -361,7 +479,10 @@ async def run(config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_
         # Blocks commit atomically, so a cancelled block loop leaves no half
         # block; a final PASSIVE checkpoint folds the WAL into the database.
         with trio.move_on_after(5):
-            await trio.to_thread.run_sync(writer.checkpoint, "PASSIVE", limiter=producer.limiter)
+            try:
+                await trio.to_thread.run_sync(writer.checkpoint, "PASSIVE", limiter=producer.limiter)
+            except StorageError as exc:
+                log.warning("final checkpoint failed: %s", exc)
     finally:
         writer.close()
         lock.release()

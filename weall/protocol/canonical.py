@@ -26,11 +26,25 @@ def _invalid(message: str) -> EncodingError:
     return EncodingError("invalid_json", message)
 
 
+def _check_text(text: str) -> None:
+    # A lone surrogate, which a JSON escape such as "\ud800" can produce, has
+    # no UTF-8 form.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _invalid("string contains a lone surrogate, which is not valid UTF-8") from None
+
+
 def check_value(value: Any, depth: int = 0) -> None:
-    """Raise ``EncodingError`` unless ``value`` is representable in canonical JSON."""
-    if depth > MAX_DEPTH:
-        raise _invalid(f"nesting deeper than {MAX_DEPTH} levels")
-    if value is None or value is True or value is False or isinstance(value, str):
+    """Raise ``EncodingError`` unless ``value`` is representable in canonical JSON.
+
+    ``depth`` is the number of arrays and objects that enclose ``value``. At
+    most ``MAX_DEPTH`` of them may nest, whatever the innermost one holds.
+    """
+    if value is None or value is True or value is False:
+        return
+    if isinstance(value, str):
+        _check_text(value)
         return
     if isinstance(value, int):
         if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
@@ -38,10 +52,13 @@ def check_value(value: Any, depth: int = 0) -> None:
         return
     if isinstance(value, float):
         raise _invalid("floats are not allowed")
+    if isinstance(value, dict | list | tuple) and depth >= MAX_DEPTH:
+        raise _invalid(f"nesting deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise _invalid("object keys must be strings")
+            _check_text(key)
             check_value(item, depth + 1)
         return
     if isinstance(value, list | tuple):

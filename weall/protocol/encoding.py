@@ -8,6 +8,7 @@ correct. Every function here round-trips inputs that start with ``0x00``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from typing import Final
@@ -64,8 +65,12 @@ def b58_decode(text: str) -> bytes:
 
 
 def b32_encode(data: bytes) -> str:
-    """Multibase base32 lower case without padding (``b`` prefix)."""
-    return bytes(multibase.encode("base32", data)).decode("ascii")
+    """Multibase base32 lower case without padding (``b`` prefix).
+
+    The standard library's encoder gives the same text as py-multibase's
+    and is far faster, and every tx id and block hash goes through here.
+    """
+    return "b" + base64.b32encode(data).decode("ascii").rstrip("=").lower()
 
 
 def b32_decode(text: str) -> bytes:

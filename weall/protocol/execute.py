@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from weall.errors import TxRejected
+from weall.errors import ProtocolError, TxRejected
 from weall.protocol.envelope import Envelope
 from weall.protocol.state import Overlay, StateReader
 from weall.protocol.txtypes import (
@@ -192,7 +192,7 @@ def apply_tx(
             genesis=genesis, admission=False, session=session,
         )
         created = _run_handler(ctx)
-    except TxRejected as exc:
+    except ProtocolError as exc:
         receipt: dict[str, Any] = {"ok": False, "code": exc.code, "message": exc.message}
         if exc.details:
             receipt["details"] = exc.details

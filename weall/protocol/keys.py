@@ -108,7 +108,10 @@ def load_key_file(path: Path, *, require_private: bool = True) -> KeyPair:
         )
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        seed = b64url_decode(document["secret_key"])
+        secret = document["secret_key"]
+        if not isinstance(secret, str):
+            raise TypeError("secret_key must be a string")
+        seed = b64url_decode(secret)
         account = document.get("account")
         pubkey = document["pubkey"]
     except (OSError, ValueError, KeyError, TypeError) as exc:

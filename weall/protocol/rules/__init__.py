@@ -2,6 +2,26 @@
 
 from __future__ import annotations
 
-from weall.protocol.rules import accounts, content, economics, social
+from weall.protocol.rules import (
+    accounts,
+    content,
+    disputes,
+    economics,
+    governance,
+    groups,
+    poh,
+    social,
+    storage,
+)
 
-__all__ = ["accounts", "content", "economics", "social"]
+__all__ = [
+    "accounts",
+    "content",
+    "disputes",
+    "economics",
+    "governance",
+    "groups",
+    "poh",
+    "social",
+    "storage",
+]

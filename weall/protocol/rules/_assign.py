@@ -31,6 +31,7 @@ __all__ = [
     "assign",
     "clear_juror_tasks",
     "delete_if_present",
+    "eligible_accounts",
     "grant_role",
     "has_role",
     "juror_tasks",
@@ -48,7 +49,7 @@ def role_holders(state: StateReader, role: str) -> list[str]:
     """
     prefix = f"{role}/"
     # Keys share the prefix, so key order is account id order.
-    return [key[len(prefix):] for key, _ in state.scan("role", prefix)]
+    return [key[len(prefix) :] for key, _ in state.scan("role", prefix)]
 
 
 def has_role(state: StateReader, role: str, account_id: str) -> bool:
@@ -117,6 +118,20 @@ def pick_accounts(candidates: Sequence[str], request_id: str, count: int) -> lis
     return [candidates[(start + i) % len(candidates)] for i in range(count)]
 
 
+def eligible_accounts(
+    state: StateReader,
+    role: str,
+    exclude: Collection[str],
+    accept: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """Return the holders of ``role`` not in ``exclude`` that pass ``accept``, by id."""
+    return [
+        account
+        for account in role_holders(state, role)
+        if account not in exclude and (accept is None or accept(account))
+    ]
+
+
 def assign(
     state: StateReader,
     *,
@@ -142,11 +157,7 @@ def assign(
     Raises:
         TxRejected: ``code`` when fewer than ``count`` accounts are eligible.
     """
-    eligible = [
-        account
-        for account in role_holders(state, role)
-        if account not in exclude and (accept is None or accept(account))
-    ]
+    eligible = eligible_accounts(state, role, exclude, accept)
     if len(eligible) < count:
         details: dict[str, Any] = {"required": count, "eligible": len(eligible)}
         raise TxRejected(
@@ -176,7 +187,11 @@ def clear_juror_tasks(state: Overlay, jurors: Sequence[str], object_id: str) -> 
 
 
 def juror_tasks(
-    state: StateReader, juror_id: str, *, after: str | None = None, limit: int | None = None
+    state: StateReader,
+    juror_id: str,
+    *,
+    after: str | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Return the open requests and disputes that wait for a verdict of ``juror_id``.
 
@@ -192,4 +207,7 @@ def juror_tasks(
     """
     prefix = f"{juror_id}/"
     cursor = None if after is None else prefix + after
-    return [value for _, value in state.scan("juror_task", prefix, after=cursor, limit=limit)]
+    return [
+        value
+        for _, value in state.scan("juror_task", prefix, after=cursor, limit=limit)
+    ]

@@ -58,25 +58,39 @@ def _expiry_key(height: int, dispute_id: str) -> str:
     return f"{height:012d}.{dispute_id}"
 
 
+def _disputable_target(ctx: TxContext, target_id: str) -> tuple[str, dict[str, Any]]:
+    kind, target = find_target(ctx, target_id)
+    if target.get("deleted"):
+        raise TxRejected(
+            "conflict", f"{kind} {target_id} was deleted", {"target_id": target_id}
+        )
+    existing = ctx.state.get("dispute_open", target_id)
+    if existing is not None:
+        raise TxRejected(
+            "conflict",
+            f"{kind} {target_id} already has an open dispute",
+            {"dispute_id": existing["dispute_id"]},
+        )
+    return kind, target
+
+
 @handler("DISPUTE_OPEN")
 def dispute_open(ctx: TxContext) -> dict[str, Any]:
     """Open a dispute over a post or comment and assign its jurors."""
     expect_fields(ctx.payload, {"target_id", "reason"})
     target_id = get_object_id(ctx.payload, "target_id")
     reason = get_text(ctx.payload, "reason", MAX_REASON_CHARS)
-    kind, target = find_target(ctx, target_id)
-    if target.get("deleted"):
-        raise TxRejected("conflict", f"{kind} {target_id} was deleted", {"target_id": target_id})
-    existing = ctx.state.get("dispute_open", target_id)
-    if existing is not None:
-        raise TxRejected(
-            "conflict", f"{kind} {target_id} already has an open dispute",
-            {"dispute_id": existing["dispute_id"]},
-        )
+    kind, target = _disputable_target(ctx, target_id)
+
     jurors = assign(
-        ctx.state, role=JUROR, request_id=ctx.tx_id, count=int(ctx.params["dispute_jurors"]),
-        exclude={ctx.signer, target["author"]}, code="insufficient_jurors",
+        ctx.state,
+        role=JUROR,
+        request_id=ctx.tx_id,
+        count=int(ctx.params["dispute_jurors"]),
+        exclude={ctx.signer, target["author"]},
+        code="insufficient_jurors",
     )
+
     expires = ctx.height + int(ctx.params["dispute_expiry_blocks"])
     dispute = {
         "id": ctx.tx_id,
@@ -93,9 +107,12 @@ def dispute_open(ctx: TxContext) -> dict[str, Any]:
         "expires_at_height": expires,
         "closed_height": None,
     }
+
     ctx.state.put("dispute", ctx.tx_id, dispute)
     ctx.state.put("dispute_open", target_id, {"dispute_id": ctx.tx_id})
-    ctx.state.put("dispute_expiry", _expiry_key(expires, ctx.tx_id), {"dispute_id": ctx.tx_id})
+    ctx.state.put(
+        "dispute_expiry", _expiry_key(expires, ctx.tx_id), {"dispute_id": ctx.tx_id}
+    )
     task = {"type": "dispute", "height": ctx.height, "expires_at_height": expires}
     add_juror_tasks(ctx.state, jurors, ctx.tx_id, task)
     bump_counter(ctx.state, "disputes")
@@ -108,17 +125,20 @@ def _dispute_for_vote(ctx: TxContext, dispute_id: str) -> dict[str, Any]:
         raise not_found("dispute", dispute_id)
     if ctx.signer not in dispute["jurors"]:
         raise TxRejected(
-            "not_assigned", f"{ctx.signer} is not a juror of dispute {dispute_id}",
+            "not_assigned",
+            f"{ctx.signer} is not a juror of dispute {dispute_id}",
             {"dispute_id": dispute_id},
         )
     if dispute["status"] != OPEN:
         raise TxRejected(
-            "conflict", f"dispute {dispute_id} is {dispute['status']}",
+            "conflict",
+            f"dispute {dispute_id} is {dispute['status']}",
             {"dispute_id": dispute_id, "status": dispute["status"]},
         )
     if ctx.signer in dispute["votes"]:
         raise TxRejected(
-            "conflict", f"{ctx.signer} already voted on dispute {dispute_id}",
+            "conflict",
+            f"{ctx.signer} already voted on dispute {dispute_id}",
             {"dispute_id": dispute_id},
         )
     return dispute
@@ -164,7 +184,9 @@ def _close(state: Overlay, dispute: dict[str, Any], status: str, height: int) ->
     state.put("dispute", dispute["id"], dispute)
     delete_if_present(state, "dispute_open", dispute["target_id"])
     delete_if_present(
-        state, "dispute_expiry", _expiry_key(dispute["expires_at_height"], dispute["id"])
+        state,
+        "dispute_expiry",
+        _expiry_key(dispute["expires_at_height"], dispute["id"]),
     )
     clear_juror_tasks(state, dispute["jurors"], dispute["id"])
     if status in (UPHELD, DISMISSED):
@@ -174,7 +196,9 @@ def _close(state: Overlay, dispute: dict[str, Any], status: str, height: int) ->
             state.put(dispute["target_kind"], dispute["target_id"], target)
 
 
-def expire_disputes(state: Overlay, height: int, timestamp_ms: int, params: dict[str, Any]) -> None:
+def expire_disputes(
+    state: Overlay, height: int, timestamp_ms: int, params: dict[str, Any]
+) -> None:
     """Expire the disputes still open at their ``expires_at_height`` (an end-block hook).
 
     Votes included in the block at that height still count. The cost is one

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from weall.errors import ProtocolError, TxRejected
 from weall.protocol.block import END_BLOCK_HOOKS
+from weall.protocol.execute import chain_params
 from weall.protocol.params import ECONOMIC_PARAMS, GENESIS_DEFAULTS, validate_params
 from weall.protocol.rules._payload import (
     bump_counter,
@@ -110,10 +111,13 @@ def proposal_create(ctx: TxContext) -> dict[str, Any]:
     title = get_text(ctx.payload, "title", MAX_TITLE_CHARS)
     body = get_text(ctx.payload, "body", MAX_BODY_CHARS, allow_empty=True)
     voting_blocks = get_int(
-        ctx.payload, "voting_blocks",
-        int(ctx.params["gov_min_voting_blocks"]), int(ctx.params["gov_max_voting_blocks"]),
+        ctx.payload,
+        "voting_blocks",
+        int(ctx.params["gov_min_voting_blocks"]),
+        int(ctx.params["gov_max_voting_blocks"]),
     )
     action = _check_action(ctx)
+
     close_height = ctx.height + voting_blocks
     proposal = {
         "id": ctx.tx_id,
@@ -128,8 +132,11 @@ def proposal_create(ctx: TxContext) -> dict[str, Any]:
         "status": OPEN,
         "outcome": None,
     }
+
     ctx.state.put("gov_proposal", ctx.tx_id, proposal)
-    ctx.state.put("gov_close", _close_key(close_height, ctx.tx_id), {"proposal_id": ctx.tx_id})
+    ctx.state.put(
+        "gov_close", _close_key(close_height, ctx.tx_id), {"proposal_id": ctx.tx_id}
+    )
     bump_counter(ctx.state, "proposals")
     return {"proposal_id": ctx.tx_id, "close_height": close_height}
 
@@ -140,7 +147,7 @@ def _close_key(height: int, proposal_id: str) -> str:
 
 @handler("GOV_VOTE_CAST")
 def vote_cast(ctx: TxContext) -> dict[str, Any]:
-    """Cast or change the signer's vote; repeating the same choice changes nothing."""
+    """Cast or change the signer's vote. Repeating the same choice changes nothing."""
     expect_fields(ctx.payload, {"proposal_id", "choice"})
     proposal_id = get_object_id(ctx.payload, "proposal_id")
     choice = ctx.payload["choice"]
@@ -151,7 +158,8 @@ def vote_cast(ctx: TxContext) -> dict[str, Any]:
         raise not_found("proposal", proposal_id)
     if proposal["status"] != OPEN or ctx.height > proposal["close_height"]:
         raise TxRejected(
-            "conflict", f"voting on proposal {proposal_id} closed at height {proposal['close_height']}",
+            "conflict",
+            f"voting on proposal {proposal_id} closed at height {proposal['close_height']}",
             {"proposal_id": proposal_id, "close_height": proposal["close_height"]},
         )
     key = f"{proposal_id}/{ctx.signer}"
@@ -166,17 +174,26 @@ def vote_cast(ctx: TxContext) -> dict[str, Any]:
     return {}
 
 
-def _apply_action(state: Overlay, action: dict[str, Any], timestamp_ms: int) -> str | None:
-    """Write a passed param change; return an error code when it cannot apply."""
-    params = state.get("chain", "params")
+def _apply_action(
+    state: Overlay, action: dict[str, Any], timestamp_ms: int
+) -> str | None:
+    """Write a passed param change, or return the error code when it cannot apply."""
+    params = chain_params(state)
     genesis = state.get("chain", "genesis")
-    assert params is not None and genesis is not None, "genesis was applied"
+    if genesis is None:
+        raise RuntimeError(
+            "state has no chain genesis entry; the genesis was never applied"
+        )
     info = GenesisInfo(
-        chain_id=genesis["chain_id"], genesis_hash=genesis["genesis_hash"],
-        genesis_time_ms=genesis["genesis_time_ms"], producer_pubkey=genesis["producer"],
+        chain_id=genesis["chain_id"],
+        genesis_hash=genesis["genesis_hash"],
+        genesis_time_ms=genesis["genesis_time_ms"],
+        producer_pubkey=genesis["producer"],
     )
     # A proposal changing economics_lock_days may have locked the economics again.
-    if is_economic_action(action, params) and timestamp_ms < economics_unlock_at_ms(info, params):
+    if is_economic_action(action, params) and timestamp_ms < economics_unlock_at_ms(
+        info, params
+    ):
         return "economics_locked"
     merged = {**params, action["key"]: action["value"]}
     try:
@@ -188,7 +205,9 @@ def _apply_action(state: Overlay, action: dict[str, Any], timestamp_ms: int) -> 
     return None
 
 
-def _tally(state: Overlay, proposal: dict[str, Any], timestamp_ms: int, quorum: int) -> None:
+def _tally(
+    state: Overlay, proposal: dict[str, Any], timestamp_ms: int, quorum: int
+) -> None:
     tally = proposal["tally"]
     votes = sum(tally.values())
     outcome: dict[str, Any] = {"votes": votes, "quorum": quorum, "error": None}
@@ -205,7 +224,9 @@ def _tally(state: Overlay, proposal: dict[str, Any], timestamp_ms: int, quorum: 
     proposal["outcome"] = outcome
 
 
-def close_proposals(state: Overlay, height: int, timestamp_ms: int, params: dict[str, Any]) -> None:
+def close_proposals(
+    state: Overlay, height: int, timestamp_ms: int, params: dict[str, Any]
+) -> None:
     """Tally the proposals whose close height is ``height`` (an end-block hook).
 
     Proposals closing at the same height are tallied in proposal id order, so

@@ -29,7 +29,7 @@ from weall.protocol.txtypes import TxContext, handler
 __all__ = ["POLICIES", "is_group_admin", "is_member"]
 
 MAX_GROUP_NAME_CHARS: Final = 100
-OPEN_POLICY: Final = "open"  # anyone who asks becomes a member at once
+OPEN_POLICY: Final = "open"  # every request is admitted at once
 APPROVAL_POLICY: Final = "approval"  # an admin decides each request
 POLICIES: Final = (OPEN_POLICY, APPROVAL_POLICY)
 ADMIN: Final = "admin"
@@ -61,9 +61,13 @@ def _existing_group(ctx: TxContext, group_id: str) -> dict[str, Any]:
     return group
 
 
-def _add_member(ctx: TxContext, group: dict[str, Any], account_id: str, role: str) -> None:
+def _add_member(
+    ctx: TxContext, group: dict[str, Any], account_id: str, role: str
+) -> None:
     ctx.state.put(
-        "group_member", f"{group['id']}/{account_id}", {"role": role, "since_height": ctx.height}
+        "group_member",
+        f"{group['id']}/{account_id}",
+        {"role": role, "since_height": ctx.height},
     )
     group["member_count"] += 1
     ctx.state.put("group", group["id"], group)
@@ -79,7 +83,9 @@ def group_create(ctx: TxContext) -> dict[str, Any]:
     if policy not in POLICIES:
         raise invalid("policy must be open or approval")
     if ctx.state.get("group", group_id) is not None:
-        raise TxRejected("conflict", f"group {group_id} already exists", {"group_id": group_id})
+        raise TxRejected(
+            "conflict", f"group {group_id} already exists", {"group_id": group_id}
+        )
     group = {
         "id": group_id,
         "name": name,
@@ -104,7 +110,9 @@ def membership_request(ctx: TxContext) -> dict[str, Any]:
     if is_member(ctx.state, group_id, ctx.signer):
         raise TxRejected("conflict", f"{ctx.signer} is already a member of {group_id}")
     if ctx.state.get("group_request", key) is not None:
-        raise TxRejected("conflict", f"{ctx.signer} already has a pending request to {group_id}")
+        raise TxRejected(
+            "conflict", f"{ctx.signer} already has a pending request to {group_id}"
+        )
     if group["policy"] == OPEN_POLICY:
         _add_member(ctx, group, ctx.signer, MEMBER)
         return {"group_id": group_id, "status": "member"}
@@ -114,7 +122,7 @@ def membership_request(ctx: TxContext) -> dict[str, Any]:
 
 @handler("GROUP_MEMBERSHIP_DECIDE")
 def membership_decide(ctx: TxContext) -> dict[str, Any]:
-    """Approve or reject a pending request; only an admin of the group may decide."""
+    """Approve or reject a pending request. Only an admin of the group may decide."""
     expect_fields(ctx.payload, {"group_id", "account", "approve"})
     group_id = _group_id(ctx.payload)
     account_id = get_account_id(ctx.payload, "account")
@@ -122,7 +130,8 @@ def membership_decide(ctx: TxContext) -> dict[str, Any]:
     group = _existing_group(ctx, group_id)
     if not is_group_admin(ctx.state, group_id, ctx.signer):
         raise TxRejected(
-            "role_required", f"only an admin of {group_id} decides membership requests",
+            "role_required",
+            f"only an admin of {group_id} decides membership requests",
             {"required_role": "group_admin", "group_id": group_id},
         )
     key = f"{group_id}/{account_id}"

@@ -84,13 +84,20 @@ def _open_request(
     existing = open_request_id(ctx.state, ctx.signer)
     if existing is not None:
         raise TxRejected(
-            "conflict", f"{ctx.signer} already has an open PoH request",
+            "conflict",
+            f"{ctx.signer} already has an open PoH request",
             {"request_id": existing},
         )
+
     jurors = assign(
-        ctx.state, role=JUROR, request_id=ctx.tx_id, count=juror_count,
-        exclude={ctx.signer}, code="insufficient_jurors",
+        ctx.state,
+        role=JUROR,
+        request_id=ctx.tx_id,
+        count=juror_count,
+        exclude={ctx.signer},
+        code="insufficient_jurors",
     )
+
     expires = ctx.height + int(ctx.params["poh_request_expiry_blocks"])
     request = {
         "id": ctx.tx_id,
@@ -106,9 +113,12 @@ def _open_request(
         "expires_at_height": expires,
         "closed_height": None,
     }
+
     ctx.state.put("poh_request", ctx.tx_id, request)
     ctx.state.put("poh_open", ctx.signer, {"request_id": ctx.tx_id})
-    ctx.state.put("poh_expiry", _expiry_key(expires, ctx.tx_id), {"request_id": ctx.tx_id})
+    ctx.state.put(
+        "poh_expiry", _expiry_key(expires, ctx.tx_id), {"request_id": ctx.tx_id}
+    )
     task = {"type": f"poh_{kind}", "height": ctx.height, "expires_at_height": expires}
     add_juror_tasks(ctx.state, jurors, ctx.tx_id, task)
     bump_counter(ctx.state, "poh_requests")
@@ -123,12 +133,16 @@ def async_request_open(ctx: TxContext) -> dict[str, Any]:
     tier = ctx.account()["poh_tier"]
     if tier != 0:
         raise TxRejected(
-            "conflict", f"only tier 0 accounts open an asynchronous request; {ctx.signer} has tier {tier}",
+            "conflict",
+            f"only tier 0 accounts open an asynchronous request; {ctx.signer} has tier {tier}",
             {"tier": tier},
         )
     return _open_request(
-        ctx, ASYNC, int(ctx.params["poh_async_jurors"]),
-        int(ctx.params["poh_async_threshold"]), {"evidence_cid": evidence},
+        ctx,
+        ASYNC,
+        int(ctx.params["poh_async_jurors"]),
+        int(ctx.params["poh_async_threshold"]),
+        {"evidence_cid": evidence},
     )
 
 
@@ -137,20 +151,25 @@ def live_request_open(ctx: TxContext) -> dict[str, Any]:
     """Open a live session review for a tier 1 account."""
     expect_fields(ctx.payload, set())
     tier = ctx.account()["poh_tier"]
-    # The gate is tier 1 unless params.gates lowers it; the rule stays tier 1 only.
+    # The gate is tier 1 unless params.gates lowers it, but the rule stays tier 1 only.
     if tier < 1:
         raise TxRejected(
-            "tier_required", f"a live request needs PoH tier 1; {ctx.signer} has tier {tier}",
+            "tier_required",
+            f"a live request needs PoH tier 1; {ctx.signer} has tier {tier}",
             {"required_tier": 1, "tier": tier},
         )
     if tier > 1:
         raise TxRejected(
-            "conflict", f"only tier 1 accounts open a live request; {ctx.signer} has tier {tier}",
+            "conflict",
+            f"only tier 1 accounts open a live request; {ctx.signer} has tier {tier}",
             {"tier": tier},
         )
     return _open_request(
-        ctx, LIVE, int(ctx.params["poh_live_jurors"]),
-        int(ctx.params["poh_live_threshold"]), {},
+        ctx,
+        LIVE,
+        int(ctx.params["poh_live_jurors"]),
+        int(ctx.params["poh_live_threshold"]),
+        {},
     )
 
 
@@ -167,17 +186,20 @@ def _request_for_verdict(ctx: TxContext, kind: str) -> dict[str, Any]:
         )
     if ctx.signer not in request["jurors"]:
         raise TxRejected(
-            "not_assigned", f"{ctx.signer} is not a juror of request {request_id}",
+            "not_assigned",
+            f"{ctx.signer} is not a juror of request {request_id}",
             {"request_id": request_id},
         )
     if request["status"] != OPEN:
         raise TxRejected(
-            "conflict", f"request {request_id} is {request['status']}",
+            "conflict",
+            f"request {request_id} is {request['status']}",
             {"request_id": request_id, "status": request["status"]},
         )
     if ctx.signer in request["verdicts"]:
         raise TxRejected(
-            "conflict", f"{ctx.signer} already submitted a verdict on request {request_id}",
+            "conflict",
+            f"{ctx.signer} already submitted a verdict on request {request_id}",
             {"request_id": request_id},
         )
     return request
@@ -238,7 +260,9 @@ def _close(state: Overlay, request: dict[str, Any], status: str, height: int) ->
     request["closed_height"] = height
     state.put("poh_request", request["id"], request)
     delete_if_present(state, "poh_open", request["applicant"])
-    delete_if_present(state, "poh_expiry", _expiry_key(request["expires_at_height"], request["id"]))
+    delete_if_present(
+        state, "poh_expiry", _expiry_key(request["expires_at_height"], request["id"])
+    )
     clear_juror_tasks(state, request["jurors"], request["id"])
 
 
@@ -249,7 +273,9 @@ def _raise_tier(state: Overlay, account_id: str, tier: int) -> None:
         state.put("account", account_id, account)
 
 
-def expire_requests(state: Overlay, height: int, timestamp_ms: int, params: dict[str, Any]) -> None:
+def expire_requests(
+    state: Overlay, height: int, timestamp_ms: int, params: dict[str, Any]
+) -> None:
     """Expire the requests still open at their ``expires_at_height`` (an end-block hook).
 
     Verdicts included in the block at that height still count, because the

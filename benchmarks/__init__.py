@@ -1,0 +1,1 @@
+"""Benchmarks of a real node on loopback; run ``python -m benchmarks --help``."""
