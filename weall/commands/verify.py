@@ -18,6 +18,7 @@ from typing import Any
 
 from weall import config as config_module
 from weall.errors import ProtocolError, StartupError
+from weall.progress import Progress
 from weall.protocol.block import block_hash, build_block, verify_block_signature
 from weall.protocol.envelope import parse_envelope
 from weall.protocol.genesis import genesis_info, genesis_state
@@ -44,8 +45,11 @@ class VerifyError(Exception):
         self.height = height
 
 
-def verify_chain(conn: sqlite3.Connection) -> dict[str, int]:
-    """Replay every block of ``conn``; raise ``VerifyError`` naming the first bad height."""
+def verify_chain(conn: sqlite3.Connection, progress: Progress | None = None) -> dict[str, int]:
+    """Replay every block of ``conn``; raise ``VerifyError`` naming the first bad height.
+
+    ``progress``, when given, is updated with the number of blocks verified.
+    """
     stored = queries.meta(conn)
     document = json.loads(stored["genesis_json"])
     info = genesis_info(document)
@@ -72,6 +76,8 @@ def verify_chain(conn: sqlite3.Connection) -> dict[str, int]:
             txs_total += len(block["header"]["tx_ids"])
             prev = block["header"]
             height = block["height"] + 1
+            if progress is not None:
+                progress.update(height)
     return {"height": prev["height"], "txs": txs_total}
 
 
@@ -111,6 +117,12 @@ def _verify_one(
     )
     if result.header["receipts_hash"] != header["receipts_hash"]:
         raise VerifyError(height, "receipts do not match a replay")
+    stored_receipts = [tx["receipt"] for tx in txs]
+    if stored_receipts != result.receipts:
+        raise VerifyError(height, "stored receipts differ from the ones the block committed")
+    for tx, receipt in zip(txs, result.receipts, strict=True):
+        if tx["status"] != ("committed" if receipt["ok"] else "rejected"):
+            raise VerifyError(height, f"transaction {tx['tx_id']} has status {tx['status']}")
     if result.header["state_root"] != header["state_root"]:
         raise VerifyError(height, "state root does not match a replay")
     state.apply(result.state.changes())
@@ -124,8 +136,11 @@ def verify_command(args: argparse.Namespace) -> int:
     started = time.monotonic()
     conn = open_readonly(path)
     try:
+        head = queries.head_header(conn)
+        total = None if head is None else head["height"] + 1
         try:
-            summary = verify_chain(conn)
+            with Progress("verify", total=total, unit="blocks") as progress:
+                summary = verify_chain(conn, progress)
         except VerifyError as exc:
             print(f"weall verify: FAILED at height {exc.height}: {exc}", file=sys.stderr)
             return 1
