@@ -1,0 +1,322 @@
+"""``weall supervise``, ``weall status``, ``weall restart`` and ``weall stop``."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import orjson
+import trio
+
+from weall import logs
+from weall.actors.cli import DRAIN_GRACE_S
+from weall.config import (
+    ACTOR_NAMES,
+    ALL_ACTOR_NAMES,
+    FOLLOWER_ACTOR_NAMES,
+    Config,
+    load,
+)
+from weall.errors import ConfigError, StartupError, WeallError
+from weall.supervisor.control import call_supervisor, wait_supervisor_gone
+from weall.supervisor.spec import ActorSpec, RestartPolicy, RestartType
+from weall.supervisor.supervisor import GaveUpError, Supervisor
+
+__all__ = [
+    "build_specs",
+    "parse_actor_list",
+    "register",
+    "resolve_actors",
+    "run_supervisor",
+]
+
+EXIT_CONFIG: Final = 78
+# The supervisor waits this much longer than an actor's own drain grace
+# before it sends SIGKILL, so that the actor can cancel its work and exit.
+KILL_MARGIN_S: Final = 2.0
+# Seconds from spawn to ready. The producer may run a quick check of a large
+# database first.
+START_TIMEOUT_S: Final[Mapping[str, float]] = {"producer": 120.0}
+DEFAULT_START_TIMEOUT_S: Final = 30.0
+# ``weall restart`` waits at most this long for the new process to be ready.
+RESTART_TIMEOUT_S: Final = 180.0
+
+
+def parse_actor_list(text: str) -> tuple[str, ...]:
+    """Parse ``--actors``: comma-separated names, returned in start order."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected at least one actor name")
+    unknown = [name for name in names if name not in ALL_ACTOR_NAMES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown actor {', '.join(unknown)} (expected some of {','.join(ALL_ACTOR_NAMES)})"
+        )
+    return tuple(name for name in ALL_ACTOR_NAMES if name in names)
+
+
+def resolve_actors(
+    requested: tuple[str, ...] | None, config: Config
+) -> tuple[str, ...]:
+    """Return the actors to run: all of the node's kind, or the requested subset.
+
+    A follower node (``WEALL_UPSTREAM_URL`` set) runs the follower in the
+    producer's place.
+
+    Raises:
+        ConfigError: ``requested`` names an actor that this kind of node
+            does not run.
+    """
+    allowed = FOLLOWER_ACTOR_NAMES if config.follower else ACTOR_NAMES
+    if requested is None:
+        return tuple(allowed)
+    wrong = [name for name in requested if name not in allowed]
+    if wrong:
+        kind = (
+            "a follower node (WEALL_UPSTREAM_URL set)"
+            if config.follower
+            else "a producer node"
+        )
+        raise ConfigError(
+            "--actors", ",".join(requested), f"{kind} runs some of {','.join(allowed)}"
+        )
+    return requested
+
+
+def build_specs(actors: Sequence[str]) -> list[ActorSpec]:
+    """Build the child specs of the real actors, each run as ``weall actor NAME``."""
+    return [
+        ActorSpec(
+            name=name,
+            argv=(sys.executable, "-m", "weall", "actor", name),
+            restart=RestartType.PERMANENT,
+            shutdown_grace_s=DRAIN_GRACE_S[name] + KILL_MARGIN_S,
+            start_timeout_s=START_TIMEOUT_S.get(name, DEFAULT_START_TIMEOUT_S),
+        )
+        for name in actors
+    ]
+
+
+def run_supervisor(
+    specs: Sequence[ActorSpec], config: Config, *, policy: RestartPolicy | None = None
+) -> int:
+    """Supervise ``specs`` until the node stops and return the exit code.
+
+    Returns 0 after a requested stop, 1 after giving up on an actor, and 78
+    when another supervisor has locked the control socket. Logging goes to stdout
+    with the actors' output, as the supervisor's own actor ``supervisor``.
+    """
+    logs.setup(
+        "supervisor",
+        config.log_level,
+        config.log_format,
+        stream=sys.stdout,
+        prefix=True,
+    )
+    supervisor = Supervisor(specs, config, policy=policy)
+    try:
+        trio.run(supervisor.run)
+    except StartupError as exc:
+        print(f"weall supervise: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except GaveUpError as exc:
+        print(f"weall supervise: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _supervise_command(args: argparse.Namespace) -> int:
+    try:
+        config = load()
+        actors = resolve_actors(args.actors, config)
+    except ConfigError as exc:
+        print(f"weall supervise: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.setup(
+        "supervisor",
+        config.log_level,
+        config.log_format,
+        stream=sys.stdout,
+        prefix=True,
+    )
+    # Imported here: the bootstrap pulls in storage and protocol code that
+    # the control commands do not need.
+    from weall.bootstrap import prepare_node
+
+    try:
+        prepare_node(config, actors)
+    except (StartupError, ConfigError) as exc:
+        print(f"weall supervise: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return run_supervisor(build_specs(actors), config)
+
+
+def _status_command(args: argparse.Namespace) -> int:
+    config = load()
+    reply = trio.run(call_supervisor, config.control_socket, "status")
+    reply.pop("ok", None)
+    reply.pop("id", None)
+    if args.json:
+        print(orjson.dumps(reply, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_status_table(reply))
+    return 0
+
+
+def _restart_command(args: argparse.Namespace) -> int:
+    config = load()
+    call = functools.partial(
+        call_supervisor,
+        config.control_socket,
+        "restart",
+        actor=args.actor,
+        timeout_s=RESTART_TIMEOUT_S,
+    )
+    actor = trio.run(call)["actor"]
+    if actor["state"] != "running":
+        raise WeallError(
+            f"{args.actor} did not start again: state {actor['state']}, "
+            f"last exit {describe_exit(actor['last_exit'])}"
+        )
+    print(f"restarted {args.actor} pid={actor['pid']}")
+    return 0
+
+
+def _stop_command(args: argparse.Namespace) -> int:
+    config = load()
+    path = config.control_socket
+    trio.run(call_supervisor, path, "stop")
+    if args.no_wait:
+        print("stop requested")
+        return 0
+    if not trio.run(wait_supervisor_gone, path, args.timeout):
+        raise WeallError(
+            f"supervisor still running {args.timeout:g} s after the stop request"
+        )
+    print("stopped")
+    return 0
+
+
+def describe_exit(last_exit: Mapping[str, Any] | None) -> str:
+    """Describe a ``last_exit`` object of the status reply in a few words."""
+    if not last_exit:
+        return "-"
+    if last_exit.get("signal"):
+        text = f"killed by {last_exit['signal']}"
+    elif last_exit.get("code") is not None:
+        text = f"exit code {last_exit['code']}"
+    else:
+        text = "not started"
+    reason = last_exit.get("reason")
+    return f"{text} ({reason})" if reason else text
+
+
+def format_duration(seconds: float | None) -> str:
+    """Format seconds as ``45s``, ``12m03s``, ``5h07m`` or ``3d04h``."""
+    if seconds is None:
+        return "-"
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def format_status_table(reply: Mapping[str, Any]) -> str:
+    """Render a status reply as a header line and one table row per actor."""
+    header = (
+        f"supervisor pid={reply['pid']} state={reply['state']} "
+        f"uptime={format_duration(reply['uptime_s'])}"
+    )
+    rows = [("ACTOR", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT")]
+    for actor in reply["actors"]:
+        rows.append(
+            (
+                actor["name"],
+                actor["state"],
+                "-" if actor["pid"] is None else str(actor["pid"]),
+                format_duration(actor["uptime_s"]),
+                str(actor["restarts"]),
+                describe_exit(actor["last_exit"]),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    lines = [header]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)]
+        lines.append("  ".join([*cells, row[5]]))
+    return "\n".join(lines)
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    supervise = subparsers.add_parser(
+        "supervise",
+        help="run the whole node, every actor supervised",
+        description=(
+            "Start the actors in order (producer, checkpointer, pinner, healer, api), "
+            "restart any that dies or stops sending heartbeats, and stop them in "
+            "reverse order on SIGTERM or Ctrl-C. All output goes to stdout, one line "
+            "per record, prefixed with the actor name. Exit codes: 0 after a stop, "
+            "1 after giving up on an actor, 78 on invalid settings or a refused start."
+        ),
+    )
+    supervise.add_argument(
+        "--actors",
+        metavar="LIST",
+        type=parse_actor_list,
+        default=None,
+        help=(
+            f"comma-separated actors to run (default: {','.join(ACTOR_NAMES)}, or "
+            f"{','.join(FOLLOWER_ACTOR_NAMES)} on a follower node)"
+        ),
+    )
+    supervise.set_defaults(func=_supervise_command)
+
+    status = subparsers.add_parser(
+        "status",
+        help="show the actors of a running supervisor",
+        description="Show the state, pid, uptime, restarts and last exit of each actor.",
+    )
+    status.add_argument(
+        "--json", action="store_true", help="print the status reply as JSON"
+    )
+    status.set_defaults(func=_status_command)
+
+    restart = subparsers.add_parser(
+        "restart",
+        help="restart one actor of a running supervisor",
+        description=(
+            "Stop one actor (SIGTERM, then SIGKILL after its grace) and start it "
+            "again at once, without touching the others. Waits until it is ready."
+        ),
+    )
+    restart.add_argument(
+        "actor", metavar="ACTOR", help=f"one of {', '.join(ACTOR_NAMES)}"
+    )
+    restart.set_defaults(func=_restart_command)
+
+    stop = subparsers.add_parser(
+        "stop",
+        help="stop a running supervisor",
+        description="Stop every actor in reverse start order, then the supervisor.",
+    )
+    stop.add_argument(
+        "--no-wait", action="store_true", help="return once the stop was requested"
+    )
+    stop.add_argument(
+        "--timeout",
+        type=float,
+        default=40.0,
+        metavar="SECONDS",
+        help="how long to wait for the supervisor to exit (default: 40)",
+    )
+    stop.set_defaults(func=_stop_command)
