@@ -32,7 +32,9 @@ def _check_text(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise _invalid("string contains a lone surrogate, which is not valid UTF-8") from None
+        raise _invalid(
+            "string contains a lone surrogate, which is not valid UTF-8"
+        ) from None
 
 
 def check_value(value: Any, depth: int = 0) -> None:
