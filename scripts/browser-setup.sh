@@ -4,7 +4,8 @@
 #   scripts/browser-setup.sh
 #
 # 1. Debian's chromium package, which puts the browser at /usr/bin/chromium.
-#    Installing it needs root; as another user the script only says so.
+#    Installing it needs root, so for another user the script prints the
+#    command to run instead.
 # 2. The Python package playwright, into .venv. Playwright's own browser
 #    download is never used: the tests start /usr/bin/chromium through
 #    executable_path.
