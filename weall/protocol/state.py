@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+import orjson
 
 from weall.protocol import canonical
 from weall.protocol.encoding import hash_bytes
 
-__all__ = ["MemoryState", "Overlay", "StateReader", "next_state_root"]
+__all__ = ["MemoryState", "Overlay", "StateReader", "next_state_root", "state_root_of_raw"]
 
 Entry = tuple[str, str]
 Value = dict[str, Any]
+RawChange = tuple[str, str, bytes | None]
+
+_SORTED: Final = orjson.OPT_SORT_KEYS
 
 
 class StateReader(Protocol):
@@ -71,24 +76,29 @@ class MemoryState:
 class Overlay:
     """Uncommitted writes over a ``StateReader``.
 
-    ``child()`` makes a nested overlay whose writes reach this one only on
-    ``merge_into_parent()``, so a transaction that fails half way leaves
-    nothing behind.
+    Writes are kept as canonical JSON bytes: storing bytes makes every read a
+    fresh object (handlers may mutate what they read), costs less than a deep
+    copy, and is already the form that the writer stores and the state root
+    hashes. ``child()`` makes a nested overlay whose writes reach this one
+    only on ``merge_into_parent()``, so a transaction that fails half way
+    leaves nothing behind.
     """
 
     def __init__(self, base: StateReader) -> None:
         self.base = base
-        self.writes: dict[Entry, Value | None] = {}
+        self.writes: dict[Entry, bytes | None] = {}
 
     def get(self, kind: str, key: str) -> Value | None:
         entry = (kind, key)
         if entry in self.writes:
-            value = self.writes[entry]
-            return None if value is None else copy.deepcopy(value)
+            raw = self.writes[entry]
+            return None if raw is None else orjson.loads(raw)
         return self.base.get(kind, key)
 
     def put(self, kind: str, key: str, value: Value) -> None:
-        self.writes[(kind, key)] = copy.deepcopy(value)
+        # Values come from the handlers, which build them from validated
+        # payloads, so the plain orjson form is canonical JSON.
+        self.writes[(kind, key)] = orjson.dumps(value, option=_SORTED)
 
     def delete(self, kind: str, key: str) -> None:
         self.writes[(kind, key)] = None
@@ -98,8 +108,8 @@ class Overlay:
         limit: int | None = None, reverse: bool = False,
     ) -> list[tuple[str, Value]]:
         mine = {
-            key: value
-            for (k, key), value in self.writes.items()
+            key: raw
+            for (k, key), raw in self.writes.items()
             if k == kind and key.startswith(prefix)
         }
         # Read enough from the base to make up for entries this overlay deletes.
@@ -110,13 +120,13 @@ class Overlay:
                 kind, prefix, after=after, limit=base_limit, reverse=reverse
             )
         }
-        for key, value in mine.items():
+        for key, raw in mine.items():
             if after is not None and (key >= after if reverse else key <= after):
                 continue
-            if value is None:
+            if raw is None:
                 merged.pop(key, None)
             else:
-                merged[key] = copy.deepcopy(value)
+                merged[key] = orjson.loads(raw)
         keys = sorted(merged, reverse=reverse)
         if limit is not None:
             keys = keys[:limit]
@@ -130,9 +140,25 @@ class Overlay:
         assert isinstance(parent, Overlay), "only a child overlay merges"
         parent.writes.update(self.writes)
 
-    def changes(self) -> list[tuple[str, str, Value | None]]:
-        """The writes as ``[kind, key, value or None]``, sorted by kind and key."""
+    def raw_changes(self) -> list[RawChange]:
+        """The writes as ``(kind, key, canonical JSON or None)``, sorted by kind and key."""
         return [(kind, key, self.writes[(kind, key)]) for kind, key in sorted(self.writes)]
+
+    def changes(self) -> list[tuple[str, str, Value | None]]:
+        """The writes as ``(kind, key, value or None)``, sorted by kind and key."""
+        return [
+            (kind, key, None if raw is None else orjson.loads(raw))
+            for kind, key, raw in self.raw_changes()
+        ]
+
+
+def state_root_of_raw(prev_root: str, changes: list[RawChange]) -> str:
+    """``next_state_root`` over changes whose values are canonical JSON bytes already."""
+    parts = [
+        b"[" + orjson.dumps(kind) + b"," + orjson.dumps(key) + b"," + (b"null" if raw is None else raw) + b"]"
+        for kind, key, raw in changes
+    ]
+    return hash_bytes(prev_root.encode("ascii") + b"[" + b",".join(parts) + b"]")
 
 
 def next_state_root(prev_root: str, changes: list[tuple[str, str, Value | None]]) -> str:
