@@ -8,6 +8,7 @@ and answers may come back out of order.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -95,11 +96,11 @@ async def serve(
                 stream = await listener.accept()
                 nursery.start_soon(_serve_connection, stream, handler)
     finally:
-        await listener.aclose()
-        try:
+        # Unlink first: aclose() is a checkpoint and raises Cancelled here.
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        except FileNotFoundError:
-            pass
+        with trio.CancelScope(shield=True):
+            await listener.aclose()
 
 
 async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None:

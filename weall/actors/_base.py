@@ -15,15 +15,17 @@ supervisor passes in ``WEALL_ACTOR_STATUS_FD``. Each report is one JSON line:
 
 Without ``WEALL_ACTOR_STATUS_FD`` (``weall actor NAME`` by hand) the actor
 only logs. When the supervisor goes away, the next write to the pipe fails
-and the actor stops as if it had received SIGTERM, so no actor outlives its
-supervisor by more than one heartbeat interval plus its grace.
+and the actor stops as if it had received SIGTERM. So an actor outlives its
+supervisor by at most one heartbeat interval plus its grace, unless ``run``
+shields itself from cancellation.
 
 Stopping: the first SIGTERM or SIGINT sets ``stop_event()``, which ``run``
 may watch to drain (the api passes it to hypercorn as ``shutdown_trigger``).
 ``grace_s`` seconds later ``run`` is cancelled. A second signal cancels it at
 once, except that a supervised actor ignores signals within one second of the
-first. Heroku sends SIGTERM to every process of a dyno, and the supervisor may
-send its own SIGTERM right after, which must not cut the drain short.
+first. Heroku sends SIGTERM to every process of a dyno, possibly more than
+once (Dev Center, "Dyno Shutdown Behavior"), and the supervisor may send its
+own SIGTERM right after. None of these may cut the drain short.
 
 Exit codes: 0 after a stop or when ``run`` returns, 1 when ``run`` raises,
 78 (``EX_CONFIG``) when it raises ``StartupError`` or ``ConfigError``.
@@ -252,7 +254,7 @@ def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
 
 
 def _exit_code_for(exc: BaseException, log: logging.Logger) -> int:
-    """Log a failure of ``trio.run`` the way its kind calls for and pick the exit code."""
+    """Log a failure of ``trio.run`` according to its kind and return the exit code."""
     leaves = [
         leaf for leaf in _leaf_exceptions(exc) if not isinstance(leaf, trio.Cancelled)
     ]

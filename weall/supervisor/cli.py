@@ -258,11 +258,16 @@ def format_status_table(reply: Mapping[str, Any]) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    _register_supervise(subparsers)
+    _register_control_commands(subparsers)
+
+
+def _register_supervise(subparsers: argparse._SubParsersAction[Any]) -> None:
     supervise = subparsers.add_parser(
         "supervise",
         help="run the whole node, every actor supervised",
         description=(
-            "Start the actors in order (producer, checkpointer, pinner, healer, api), "
+            "Start the actors in order (the producer or follower first, the api last), "
             "restart any that dies or stops sending heartbeats, and stop them in "
             "reverse order on SIGTERM or Ctrl-C. All output goes to stdout, one line "
             "per record, prefixed with the actor name. Exit codes: 0 after a stop, "
@@ -281,6 +286,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     supervise.set_defaults(func=_supervise_command)
 
+
+def _register_control_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     status = subparsers.add_parser(
         "status",
         help="show the actors of a running supervisor",

@@ -11,7 +11,8 @@ gives up. Giving up stops every actor in reverse start order and makes
 A stop (SIGTERM, SIGINT, ``weall stop`` or giving up) sends each actor
 SIGTERM in reverse start order and waits for its shutdown grace before it
 sends SIGKILL. The whole stop ends within ``RestartPolicy.stop_timeout_s``.
-Another SIGTERM or SIGINT during the stop kills the remaining actors at once.
+Another SIGTERM or SIGINT during the stop kills the remaining actors at once,
+unless it comes within ``DUPLICATE_SIGNAL_S`` of the first.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ if TYPE_CHECKING:
 __all__ = ["GaveUpError", "Supervisor", "SupervisorStatistics"]
 
 log = logging.getLogger(__name__)
+
+# Signals this soon after the first one are duplicates, not a request to
+# hurry. Heroku's dyno manager documents that a process being shut down may
+# receive several SIGTERMs (Dev Center, "Dyno Shutdown Behavior").
+# NOTE: how far apart Heroku's repeated signals can be is not documented.
+DUPLICATE_SIGNAL_S: Final = 1.0
 
 _STARTING: Final = "starting"
 _RUNNING: Final = "running"
@@ -129,6 +136,7 @@ class Supervisor:
         self._gave_up: GaveUpError | None = None
         self._started_at = time.monotonic()
         self._status_file_failing = False
+        self._first_signal_at: float | None = None
 
     @property
     def actor_names(self) -> tuple[str, ...]:
@@ -211,10 +219,14 @@ class Supervisor:
             runner.kill_now(reason)
 
     def _on_signal(self, name: str) -> None:
-        if self.stopping:
-            self.hurry(f"second signal {name}")
-        else:
+        now = trio.current_time()
+        if self._first_signal_at is None:
+            self._first_signal_at = now
             self.request_stop(f"signal {name}")
+        elif now - self._first_signal_at < DUPLICATE_SIGNAL_S:
+            log.info("ignoring repeated signal=%s while stopping", name)
+        else:
+            self.hurry(f"second signal {name}")
 
     async def _stop_all(self) -> None:
         begun = trio.current_time()
