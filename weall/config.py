@@ -6,24 +6,37 @@ Every setting is validated before any actor starts. A bad value raises
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from weall.errors import ConfigError
 
-__all__ = ["ACTOR_NAMES", "Config", "load", "load_env_file"]
+__all__ = [
+    "ACTOR_NAMES",
+    "ALL_ACTOR_NAMES",
+    "FOLLOWER_ACTOR_NAMES",
+    "Config",
+    "load",
+    "load_env_file",
+]
 
 # Start order; the supervisor stops actors in the reverse order.
 ACTOR_NAMES: Final = ("producer", "checkpointer", "pinner", "healer", "api")
+# A follower node (WEALL_UPSTREAM_URL set) runs the follower in the producer's place.
+FOLLOWER_ACTOR_NAMES: Final = ("follower", "checkpointer", "pinner", "healer", "api")
+ALL_ACTOR_NAMES: Final = ("producer", "follower", "checkpointer", "pinner", "healer", "api")
 MODES: Final = ("dev", "genesis")
 LOG_FORMATS: Final = ("text", "json")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 IPFS_BACKENDS: Final = ("local", "kubo")
 MIB: Final = 1024 * 1024
 _LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "::1")
+FORWARDED_HEADERS: Final = ("x-forwarded-for", "forwarded")
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,23 @@ class Config:
     rate_limit_per_s: float = 50.0
     rate_limit_burst: int = 200
     trusted_proxies: tuple[str, ...] = ()
+    upstream_url: str | None = None
+    forwarded_header: str = "x-forwarded-for"
+    api_header_timeout_s: float = 20.0
+    api_body_timeout_s: float = 30.0
+    pinner_node_url: str | None = None
+    pin_recheck_s: float = 300.0
+    pinner_poll_s: float = 2.0
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def follower(self) -> bool:
+        """Whether this node follows ``upstream_url`` instead of producing blocks.
+
+        A follower's healer only logs shortfalls, because ``IPFS_PIN_HEAL``
+        is signed by the producer alone.
+        """
+        return self.upstream_url is not None
 
     @property
     def data_dir(self) -> Path:
@@ -220,6 +249,13 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         for part in read.text("WEALL_TRUSTED_PROXIES", "").split(",")
         if part.strip()
     )
+    for entry in trusted:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                "WEALL_TRUSTED_PROXIES", entry, "must list IP addresses or CIDR networks, comma-separated"
+            ) from None
 
     config = Config(
         mode=mode,
@@ -233,7 +269,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         api_workers=read.integer("WEALL_API_WORKERS", 1, 1, 64),
         allow_unsigned_txs=allow_unsigned,
         ipfs_backend=read.choice("WEALL_IPFS_BACKEND", "local", IPFS_BACKENDS),
-        ipfs_api_url=read.text("WEALL_IPFS_API_URL", "http://127.0.0.1:5001"),
+        ipfs_api_url=_ipfs_api_url(read.text("WEALL_IPFS_API_URL", "http://127.0.0.1:5001")),
         ipfs_pin_on_upload=read.flag("WEALL_IPFS_PIN_ON_UPLOAD", False),
         media_auto_pin_request=read.flag("WEALL_MEDIA_AUTO_PIN_REQUEST", True),
         ipfs_enable_heal=read.flag("WEALL_IPFS_ENABLE_HEAL", True),
@@ -264,10 +300,56 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         rate_limit_per_s=read.number("WEALL_RATE_LIMIT_PER_S", 50.0, 0, 10**6),
         rate_limit_burst=read.integer("WEALL_RATE_LIMIT_BURST", 200, 1, 10**6),
         trusted_proxies=trusted,
+        upstream_url=_upstream_url(read.text("WEALL_UPSTREAM_URL", "")),
+        forwarded_header=read.choice("WEALL_FORWARDED_HEADER", "x-forwarded-for", FORWARDED_HEADERS),
+        api_header_timeout_s=read.number("WEALL_API_HEADER_TIMEOUT_S", 20.0, 0.5, 3600),
+        api_body_timeout_s=read.number("WEALL_API_BODY_TIMEOUT_S", 30.0, 0.5, 3600),
+        pinner_node_url=_upstream_url(
+            read.text("WEALL_PINNER_NODE_URL", ""), "WEALL_PINNER_NODE_URL"
+        ),
+        pin_recheck_s=read.number("WEALL_PIN_RECHECK_S", 300.0, 0.1, 86400),
+        pinner_poll_s=read.number("WEALL_PINNER_POLL_S", 2.0, 0.05, 3600),
         extra={k: v for k, v in source.items() if k.startswith("WEALL_")},
     )
     _check_posture(config, source)
     return config
+
+
+def _ipfs_api_url(value: str) -> str:
+    """Validate ``WEALL_IPFS_API_URL`` before any actor starts.
+
+    ``KuboBackend`` checks the URL too, but only when an actor opens it.
+    """
+    allowed = "must be an http:// or https:// URL such as http://127.0.0.1:5001"
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018  raises ValueError for a port out of range
+    except ValueError:
+        raise ConfigError("WEALL_IPFS_API_URL", value, allowed) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("WEALL_IPFS_API_URL", value, allowed)
+    return value.strip()
+
+
+def _upstream_url(value: str, variable: str = "WEALL_UPSTREAM_URL") -> str | None:
+    """Validate a node URL setting (``variable``): an http(s) base URL without credentials."""
+    if not value:
+        return None
+    allowed = "must be an http:// or https:// base URL such as http://127.0.0.1:8000"
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        raise ConfigError(variable, value, allowed) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise ConfigError(variable, value, allowed)
+    if parts.username is not None or parts.password is not None:
+        # The value is not echoed, because it holds a secret.
+        redacted = f"{parts.scheme}://***@{parts.hostname}"
+        raise ConfigError(variable, redacted, "must not contain credentials")
+    if parts.query or parts.fragment:
+        raise ConfigError(variable, value, "must not have a query or fragment")
+    return value.strip().rstrip("/")
 
 
 def _check_posture(config: Config, source: Mapping[str, str]) -> None:
@@ -294,10 +376,29 @@ def _check_posture(config: Config, source: Mapping[str, str]) -> None:
         raise ConfigError("WEALL_ALLOW_UNSIGNED_TXS", "1", "must be 0 in genesis mode")
     if not config.genesis_path_set:
         raise ConfigError("WEALL_GENESIS_PATH", "", "required in genesis mode")
+    _check_node_key_file(config.node_key_path)
     explicit_host = bool(source.get("WEALL_API_HOST"))
     if config.api_host not in _LOOPBACK_HOSTS and not (explicit_host or source.get("PORT")):
         raise ConfigError(
             "WEALL_API_HOST",
             config.api_host,
             "a non-loopback bind in genesis mode needs PORT or an explicit WEALL_API_HOST",
+        )
+
+
+def _check_node_key_file(path: Path) -> None:
+    """Reject a missing node key, or one that group or others may read, in genesis mode."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(
+            "WEALL_NODE_KEY_PATH", str(path), "must name an existing key file in genesis mode; create one with `weall keygen`"
+        ) from None
+    except OSError as exc:
+        raise ConfigError("WEALL_NODE_KEY_PATH", str(path), f"cannot be read: {exc.strerror}") from None
+    if info.st_mode & 0o077:
+        raise ConfigError(
+            "WEALL_NODE_KEY_PATH",
+            str(path),
+            f"key file has mode {info.st_mode & 0o777:04o}; it must be readable by its owner only: chmod 600 {path}",
         )
