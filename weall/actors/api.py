@@ -16,6 +16,7 @@ from hypercorn.trio import serve
 from weall import ipc
 from weall.actors._base import stop_event
 from weall.api.app import create_app
+from weall.api.limits import apply_connection_limits
 from weall.config import Config
 
 __all__ = ["run"]
@@ -34,6 +35,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hconfig.h11_max_incomplete_size = 64 * 1024
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("weall.api.hypercorn")
+    apply_connection_limits(hconfig, config)
     return hconfig
 
 

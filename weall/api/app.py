@@ -12,17 +12,33 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 from quart import Response, request
+from quart_schema import QuartSchema, RequestSchemaValidationError, document
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from weall import __version__
-from weall.api import views
+from weall.api import schemas, views
+from weall.api.dashboard import register_dashboard
+from weall.api.limits import AsgiApp, BodyLimitMiddleware
+from weall.api.media import register_media
+from weall.api.metrics import register_metrics
+from weall.api.openapi import NodeOpenAPIProvider
+from weall.api.proxy import TrustedProxies, client_address
+from weall.api.ratelimit import RateLimitMiddleware
 from weall.config import Config
-from weall.errors import HTTP_STATUS, IpcError, ProtocolError, StorageError
+from weall.errors import (
+    HTTP_STATUS,
+    IpcError,
+    ProtocolError,
+    StorageError,
+    UpstreamError,
+)
+from weall.follow.relay import follower_health, relay_submission
+from weall.follow.upstream import UpstreamClient
 from weall.ipc import IpcClient
 from weall.protocol import canonical
 from weall.protocol.genesis import genesis_info
@@ -34,10 +50,48 @@ __all__ = ["ApiError", "create_app"]
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("weall.api.access")
 T = TypeVar("T")
+RouteT = TypeVar("RouteT", bound=Callable[..., Any])
 
 MAX_BATCH = 1000
 _HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
-               413: "too_large", 415: "unsupported_media_type", 429: "rate_limited"}
+               408: "request_timeout", 413: "too_large", 415: "unsupported_media_type",
+               429: "rate_limited"}
+MEDIA_UPLOAD_PATH = "/v1/media/upload"
+# The query string of the paged read routes, as documented in /openapi.json.
+_PAGE = schemas.PageQuery
+
+
+def _doc(model: Any, *, query: Any = None, status: int = 200) -> Callable[[RouteT], RouteT]:
+    """Document a read route's response model and query string for ``/openapi.json``."""
+    return document(querystring=query, responses={status: (model, None)})
+
+
+def _wrap_asgi(app: QuartTrio, config: Config) -> None:
+    """Put the body limits and the rate limit in front of the app, at the ASGI layer."""
+    body_limits = BodyLimitMiddleware(
+        cast("AsgiApp", app.asgi_app),
+        default_limit=config.max_request_bytes,
+        path_limits={MEDIA_UPLOAD_PATH: config.ipfs_max_upload_bytes},
+        body_timeout_s=config.api_body_timeout_s,
+    )
+    app.asgi_app = RateLimitMiddleware(  # type: ignore[method-assign,assignment]
+        body_limits,
+        rate_per_s=config.rate_limit_per_s,
+        burst=config.rate_limit_burst,
+        trusted=TrustedProxies(config.trusted_proxies),
+        forwarded_header=config.forwarded_header,
+    )
+
+
+def _schema_errors(exc: RequestSchemaValidationError) -> list[dict[str, Any]]:
+    errors = getattr(exc.validation_error, "errors", None)
+    if not callable(errors):
+        return [{"msg": str(exc.validation_error)[:200]}]
+    # The input values are left out: they are the client's own and may be large.
+    return [
+        {"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", ""))}
+        for error in errors()[:20]
+    ]
 
 
 class ApiError(Exception):
@@ -144,6 +198,21 @@ async def _forward(producer: IpcClient, envelopes: list[Any]) -> list[dict[str, 
     return results
 
 
+async def _relay(upstream: UpstreamClient, path: str, config: Config) -> Response:
+    """Send a submission to a follower's upstream and return its reply unchanged."""
+    data = await request.get_data(cache=False, as_text=False)
+    body = data.encode() if isinstance(data, str) else data
+    scope = cast(dict[str, Any], request.scope)
+    client = client_address(scope, TrustedProxies(config.trusted_proxies), config.forwarded_header)
+    try:
+        status, reply = await relay_submission(upstream, path, body, client)
+    except UpstreamError as exc:
+        log.warning("upstream unavailable for %s: %s", path, exc)
+        raise ApiError("unavailable", "the upstream node is not reachable; retry shortly",
+                       status=503) from None
+    return Response(reply, status=status, content_type="application/json")
+
+
 def _result_document(result: dict[str, Any]) -> tuple[dict[str, Any], int]:
     status = int(result.pop("http", 400))
     return result, status
@@ -151,14 +220,35 @@ def _result_document(result: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 def create_app(config: Config, producer: IpcClient) -> QuartTrio:
     app = QuartTrio("weall")
-    app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
-    app.config["BODY_TIMEOUT"] = 30
+    # BodyLimitMiddleware enforces the limit of each path first; Quart's own
+    # limits stay as a second line at the largest of them.
+    app.config["MAX_CONTENT_LENGTH"] = max(config.max_request_bytes, config.ipfs_max_upload_bytes)
+    app.config["BODY_TIMEOUT"] = config.api_body_timeout_s
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        swagger_ui_path=None,
+        info={"title": "WeAll node API", "version": __version__},
+        openapi_provider_class=NodeOpenAPIProvider,
+    )
+    _wrap_asgi(app, config)
     reader = NodeReader(config)
     app.extensions["weall_reader"] = reader
+    # On a follower node, submissions go to the upstream; reads stay local.
+    upstream = UpstreamClient(config.upstream_url, timeout_s=15.0) if config.upstream_url else None
+    if upstream is not None:
+        app.after_serving(upstream.aclose)
 
     @app.errorhandler(ApiError)
     async def on_api_error(exc: ApiError) -> Response:
         return error_response(exc.code, exc.message, exc.status, exc.details)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def on_schema_error(exc: RequestSchemaValidationError) -> Response:
+        return error_response("invalid_request", "the request does not match its schema", 400,
+                              {"errors": _schema_errors(exc)})
 
     @app.errorhandler(HTTPException)
     async def on_http_error(exc: HTTPException) -> Response:
@@ -183,14 +273,18 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         return response
 
     @app.get("/health")
+    @_doc(schemas.Health)
     async def health() -> Response:
         actors = _read_actors(config)
         try:
             head = await reader.run(views.head_view)
         except ApiError:
             head = None
+        follower = await follower_health(producer) if config.follower else None
+        rejected = follower is not None and follower["state"] == "rejected"
         return json_response({
-            "ok": head is not None,
+            "ok": head is not None and not rejected,
+            **({"follower": follower} if follower is not None else {}),
             "version": __version__,
             "chain_id": config.chain_id,
             "mode": config.mode,
@@ -202,6 +296,7 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         })
 
     @app.get("/v1/readyz")
+    @document(responses={200: (schemas.Readiness, None), 503: (schemas.Readiness, None)})
     async def readyz() -> Response:
         actors = _read_actors(config)
         states = {name: info.get("state") for name, info in actors.items()}
@@ -209,6 +304,7 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         return json_response({"ok": ready, "actors": states}, 200 if ready else 503)
 
     @app.get("/v1/chain/head")
+    @_doc(schemas.ChainHead)
     async def chain_head() -> Response:
         head = await reader.run(views.head_view)
         if head is None:
@@ -216,12 +312,14 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         return json_response(head)
 
     @app.get("/v1/state/snapshot")
+    @_doc(schemas.Snapshot)
     async def snapshot() -> Response:
         genesis = await reader.genesis_info()
         now = int(time.time() * 1000)
         return json_response(await reader.run(lambda conn: views.snapshot_view(conn, genesis, now)))
 
     @app.get("/v1/blocks/<height>")
+    @_doc(schemas.Block)
     async def block(height: str) -> Response:
         if not height.isdigit() or len(height) > 15:
             raise ApiError("invalid_request", "height must be a non-negative integer")
@@ -231,12 +329,14 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         return json_response(view)
 
     @app.get("/v1/blocks")
+    @_doc(schemas.BlocksPage, query=schemas.BlocksQuery)
     async def blocks() -> Response:
         start = _query_int("from", 0, 0, 2**53 - 1)
         limit = _query_int("limit", 20, 1, views.MAX_PAGE)
         return json_response(await reader.run(lambda conn: views.blocks_page(conn, start, limit)))
 
     @app.get("/v1/tx/<tx_id>")
+    @_doc(schemas.TxStatus)
     async def tx_status(tx_id: str) -> Response:
         if len(tx_id) != 53:
             raise ApiError("not_found", "no such transaction")
@@ -246,14 +346,21 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         return json_response(view)
 
     @app.post("/v1/tx/submit")
+    @document(request=schemas.Envelope, responses={
+        202: (schemas.TxAccepted, None), 200: (schemas.TxDuplicate, None)})
     async def submit() -> Response:
+        if upstream is not None:
+            return await _relay(upstream, "/v1/tx/submit", config)
         envelope = await _read_json_body()
         (result,) = await _forward(producer, [envelope])
         document, status = _result_document(result)
         return json_response(document, status)
 
     @app.post("/v1/tx/batch")
+    @document(request=schemas.BatchRequest, responses={200: (schemas.BatchResult, None)})
     async def batch() -> Response:
+        if upstream is not None:
+            return await _relay(upstream, "/v1/tx/batch", config)
         body = await _read_json_body()
         envelopes = body.get("envelopes") if isinstance(body, dict) else body
         if not isinstance(envelopes, list) or not 1 <= len(envelopes) <= MAX_BATCH:
@@ -267,6 +374,7 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         return json_response({"ok": True, "results": documents})
 
     @app.get("/v1/accounts/<account_id>")
+    @_doc(schemas.Account)
     async def account(account_id: str) -> Response:
         view = await reader.run(lambda conn: views.account_view(conn, account_id))
         if view is None:
@@ -274,6 +382,7 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         return json_response(view)
 
     @app.get("/v1/accounts/<account_id>/posts")
+    @_doc(schemas.FeedPage, query=_PAGE)
     async def account_posts(account_id: str) -> Response:
         cursor = _cursor()
         limit = _query_int("limit", 20, 1, views.MAX_PAGE)
@@ -283,12 +392,14 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         return json_response(view)
 
     @app.get("/v1/feed")
+    @_doc(schemas.FeedPage, query=_PAGE)
     async def feed() -> Response:
         cursor = _cursor()
         limit = _query_int("limit", 20, 1, views.MAX_PAGE)
         return json_response(await reader.run(lambda conn: views.feed_page(conn, cursor, limit)))
 
     @app.get("/v1/content/<object_id>")
+    @_doc(schemas.ContentView, query=_PAGE)
     async def content(object_id: str) -> Response:
         cursor = _cursor()
         limit = _query_int("limit", 20, 1, views.MAX_PAGE)
@@ -297,7 +408,8 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
             raise ApiError("not_found", f"no post or comment {object_id[:60]}")
         return json_response(view)
 
-    def _record_route(rule: str, kind: str, label: str) -> None:
+    def _record_route(rule: str, kind: str, label: str, model: Any) -> None:
+        @_doc(model)
         async def view(object_id: str) -> Response:
             found = await reader.run(lambda conn: views.record_view(conn, kind, object_id))
             if found is None:
@@ -307,11 +419,12 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         view.__name__ = f"{kind}_view"
         app.get(rule)(view)
 
-    _record_route("/v1/gov/proposals/<object_id>", "gov_proposal", "proposal")
-    _record_route("/v1/disputes/<object_id>", "dispute", "dispute")
-    _record_route("/v1/poh/requests/<object_id>", "poh_request", "PoH request")
+    _record_route("/v1/gov/proposals/<object_id>", "gov_proposal", "proposal", schemas.Proposal)
+    _record_route("/v1/disputes/<object_id>", "dispute", "dispute", schemas.Dispute)
+    _record_route("/v1/poh/requests/<object_id>", "poh_request", "PoH request", schemas.PohRequest)
 
     @app.get("/v1/groups/<group_id>")
+    @_doc(schemas.Group, query=schemas.GroupQuery)
     async def group(group_id: str) -> Response:
         limit = _query_int("limit", 100, 1, 1000)
         view = await reader.run(lambda conn: views.group_view(conn, group_id, limit))
@@ -320,6 +433,7 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         return json_response(view)
 
     @app.get("/v1/media/<cid>/status")
+    @_doc(schemas.PinStatus)
     async def media_status(cid: str) -> Response:
         view = await reader.run(lambda conn: views.media_status_view(conn, cid))
         if view is None:
@@ -327,10 +441,14 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         return json_response(view)
 
     @app.get("/v1/pins/<pin_id>")
+    @_doc(schemas.PinStatus)
     async def pin(pin_id: str) -> Response:
         view = await reader.run(lambda conn: views.pin_view(conn, pin_id))
         if view is None:
             raise ApiError("not_found", f"no pin {pin_id[:60]}")
         return json_response(view)
 
+    register_dashboard(app, reader, config)
+    register_metrics(app, reader, config)
+    register_media(app, reader, producer, config)
     return app

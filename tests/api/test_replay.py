@@ -1,0 +1,244 @@
+"""Replay and confusion: transactions and session requests used out of context.
+
+Session requests are checked with ``weall.api.session`` against a session key
+that a live account committed with ``weall tx raw``; when the node has the
+session-gated upload route, the same cases are sent to it over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from weall.api.session import (
+    ReplayCache,
+    SessionError,
+    SessionHeaders,
+    request_signing_bytes,
+    verify_session,
+)
+from weall.protocol import keys
+from weall.protocol.encoding import hash_bytes
+
+from ._live import (
+    World,
+    batch,
+    envelope,
+    next_nonce,
+    pool_size,
+    stable_state,
+    submit,
+    wait_for,
+    wait_status,
+)
+
+pytestmark = pytest.mark.slow
+
+UPLOAD = "/v1/media/upload"
+SCOPE = "IPFS_PIN_REQUEST"
+
+
+def _issue_session_key(world: World, scope: list[str]) -> keys.KeyPair:
+    session = keys.generate("@founder")
+    payload = {"pubkey": session.pubkey, "scope": scope,
+               "expires_at_ms": int(time.time() * 1000) + 3_600_000}
+    result = world.node.tx("raw", "ACCOUNT_SESSION_KEY_ISSUE", json.dumps(payload))
+    assert result.returncode == 0, result.stderr
+    return session
+
+
+@pytest.fixture(scope="module")
+def session_key(world: World) -> keys.KeyPair:
+    return _issue_session_key(world, [SCOPE])
+
+
+def _headers(key: keys.KeyPair, method: str, path: str, body: bytes, *, account: str = "@founder",
+             timestamp_ms: int | None = None) -> dict[str, str]:
+    timestamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    message = request_signing_bytes(method, path, timestamp, hash_bytes(body))
+    return {
+        "X-WeAll-Account": account,
+        "X-WeAll-Session-Key": key.pubkey,
+        "X-WeAll-Timestamp": str(timestamp),
+        "X-WeAll-Signature": key.sign(message),
+    }
+
+
+def _verify(world: World, headers: dict[str, str], *, method: str = "POST", path: str = UPLOAD,
+            body: bytes = b"media", replay: ReplayCache, scope: str = SCOPE,
+            revoked: bool = False) -> dict[str, Any]:
+    parsed = SessionHeaders.from_headers(headers)
+    account = world.node.get(f"/v1/accounts/{parsed.account}").json()
+    params = world.node.get("/v1/state/snapshot").json()["params"]
+    return verify_session(
+        parsed, account=account, revoked=revoked, required_scope=scope, params=params,
+        method=method, path_with_query=path, body_hash=hash_bytes(body), replay=replay,
+    )
+
+
+def _rejected(code: str, call: Any) -> None:
+    with pytest.raises(SessionError) as caught:
+        call()
+    assert caught.value.code == code, caught.value.message
+
+
+def test_session_request_verifies_once(world: World, session_key: keys.KeyPair) -> None:
+    replay = ReplayCache()
+    headers = _headers(session_key, "POST", UPLOAD, b"media")
+    assert _verify(world, headers, replay=replay)["pubkey"] == session_key.pubkey
+    _rejected("session_replay", lambda: _verify(world, headers, replay=replay))
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("path", "/v1/media/upload?x=1"),
+    ("path", "/v1/tx/submit"),
+    ("method", "PUT"),
+    ("body", b"other media"),
+], ids=["query", "other-path", "other-method", "other-body"])
+def test_session_signature_bound_to_request(
+    world: World, session_key: keys.KeyPair, field: str, value: Any
+) -> None:
+    headers = _headers(session_key, "POST", UPLOAD, b"media")
+    options: dict[str, Any] = {field: value}
+    _rejected("session_bad_signature", lambda: _verify(world, headers, replay=ReplayCache(), **options))
+
+
+def test_session_request_rejects_stale_timestamp(world: World, session_key: keys.KeyPair) -> None:
+    stale = int(time.time() * 1000) - 6 * 60 * 1000
+    headers = _headers(session_key, "POST", UPLOAD, b"media", timestamp_ms=stale)
+    _rejected("session_clock_skew", lambda: _verify(world, headers, replay=ReplayCache()))
+
+
+def test_session_key_of_another_account(world: World, session_key: keys.KeyPair) -> None:
+    headers = _headers(session_key, "POST", UPLOAD, b"media", account="@alice")
+    _rejected("session_invalid", lambda: _verify(world, headers, replay=ReplayCache()))
+
+
+def test_session_key_out_of_scope(world: World, session_key: keys.KeyPair) -> None:
+    headers = _headers(session_key, "POST", UPLOAD, b"media")
+    _rejected("session_scope", lambda: _verify(world, headers, replay=ReplayCache(),
+                                               scope="CONTENT_POST_CREATE"))
+
+
+def test_account_key_is_not_a_session_key(world: World) -> None:
+    headers = _headers(world.founder, "POST", UPLOAD, b"media")
+    _rejected("session_invalid", lambda: _verify(world, headers, replay=ReplayCache()))
+
+
+def test_revoked_session_key_is_rejected(world: World) -> None:
+    key = _issue_session_key(world, [SCOPE])
+    result = world.node.tx("raw", "ACCOUNT_SESSION_KEY_REVOKE", json.dumps({"pubkey": key.pubkey}))
+    assert result.returncode == 0, result.stderr
+    headers = _headers(key, "POST", UPLOAD, b"media")
+    _rejected("session_invalid", lambda: _verify(world, headers, replay=ReplayCache()))
+    _rejected("session_revoked", lambda: _verify(world, headers, replay=ReplayCache(), revoked=True))
+
+
+def _upload_route_exists(world: World) -> bool:
+    response = httpx.request("OPTIONS", f"{world.node.url}{UPLOAD}", timeout=10)
+    return response.status_code != 404
+
+
+def test_upload_route_rejects_session_misuse(world: World, session_key: keys.KeyPair) -> None:
+    if not _upload_route_exists(world):
+        pytest.skip("the node has no media upload route")
+    url = f"{world.node.url}{UPLOAD}"
+    body = b"media bytes"
+    good = _headers(session_key, "POST", UPLOAD, body)
+    first = httpx.post(url, content=body, headers={**good, "content-type": "text/plain"}, timeout=30)
+    assert first.status_code < 300, first.text
+    pin_request = first.json().get("pin_request_tx_id")
+    if pin_request:
+        # The upload makes a pin request, and the pinner then confirms the pin.
+        # Both land before the next test reads the state.
+        wait_status(world.node, pin_request)
+        status_path = f"/v1/media/{first.json()['cid']}/status"
+        wait_for(lambda: world.node.get(status_path).json().get("durable"))
+        wait_for(lambda: pool_size(world.node) == 0)
+    cases = {
+        "replay": (good, body),
+        "other body": (_headers(session_key, "POST", UPLOAD, body), b"other bytes"),
+        "other path": (_headers(session_key, "POST", "/v1/tx/submit", body), body),
+        "no headers": ({}, body),
+    }
+    for label, (headers, content) in cases.items():
+        response = httpx.post(url, content=content, headers={**headers, "content-type": "text/plain"},
+                              timeout=30)
+        assert response.status_code == 401, (label, response.text)
+        assert response.json()["error"]["code"].startswith("session_"), label
+
+
+# -- transactions -----------------------------------------------------------------------
+
+
+def test_envelope_for_another_chain_is_rejected(world: World) -> None:
+    before = stable_state(world)
+    nonce = next_nonce(world.node, "@founder")
+    other = envelope(world, world.founder, "CONTENT_POST_CREATE", {"body": "x"}, nonce,
+                     chain_id="weall-other")
+    response = submit(world.node, other)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "wrong_chain"
+    # Changing the chain id after signing breaks the signature instead.
+    moved = {**other, "chain_id": world.chain_id}
+    response = submit(world.node, moved)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_signature"
+    assert stable_state(world) == before
+
+
+def test_committed_envelope_replay_is_duplicate(world: World) -> None:
+    nonce = next_nonce(world.node, "@founder")
+    document = envelope(world, world.founder, "CONTENT_POST_CREATE", {"body": "once"}, nonce)
+    first = submit(world.node, document)
+    assert first.status_code == 202
+    assert wait_status(world.node, first.json()["tx_id"])["status"] == "committed"
+    before = stable_state(world)
+    again = submit(world.node, document)
+    assert again.status_code == 200
+    assert again.json()["duplicate"] is True
+    assert again.json()["status"] == "committed"
+    assert stable_state(world) == before
+
+
+def _same_block(world: World, first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    results = batch(world.node, [first, second])
+    assert [r["http_status"] for r in results] == [202, 202], results
+    revoke = wait_status(world.node, results[0]["tx_id"])
+    use = wait_status(world.node, results[1]["tx_id"])
+    assert revoke["status"] == "committed"
+    assert revoke["receipt"]["ok"] is True
+    assert use["height"] == revoke["height"], (revoke, use)
+    return use
+
+
+def test_key_revoked_in_same_block_is_rejected(world: World) -> None:
+    extra = keys.generate("@founder")
+    nonce = next_nonce(world.node, "@founder")
+    added = submit(world.node, envelope(world, world.founder, "ACCOUNT_KEY_ADD",
+                                        {"pubkey": extra.pubkey}, nonce))
+    assert added.status_code == 202, added.text
+    assert wait_status(world.node, added.json()["tx_id"])["receipt"]["ok"] is True
+    revoke = envelope(world, world.founder, "ACCOUNT_KEY_REVOKE", {"pubkey": extra.pubkey}, nonce + 1)
+    use = envelope(world, extra, "CONTENT_POST_CREATE", {"body": "signed by a revoked key"}, nonce + 2)
+    status = _same_block(world, revoke, use)
+    # Included with an ok: false receipt, which the status route reports as rejected.
+    assert status["status"] == "rejected"
+    assert status["receipt"]["ok"] is False
+    assert status["receipt"]["code"] == "key_not_allowed"
+    assert next_nonce(world.node, "@founder") == nonce + 3
+
+
+def test_session_key_revoked_in_same_block_is_rejected(world: World) -> None:
+    session = _issue_session_key(world, ["CONTENT_POST_CREATE"])
+    nonce = next_nonce(world.node, "@founder")
+    revoke = envelope(world, world.founder, "ACCOUNT_SESSION_KEY_REVOKE", {"pubkey": session.pubkey}, nonce)
+    use = envelope(world, session, "CONTENT_POST_CREATE", {"body": "signed by a revoked session"}, nonce + 1)
+    status = _same_block(world, revoke, use)
+    assert status["status"] == "rejected"
+    assert status["receipt"]["ok"] is False
+    assert status["receipt"]["code"] == "key_not_allowed"
