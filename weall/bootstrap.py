@@ -3,8 +3,15 @@
 On a first dev start in an empty directory this writes the node and founder
 key files and the dev genesis, and creates the database. Every later start
 checks that the database is an SQLite file of a known schema version holding
-the configured chain, and refuses to start (``StartupError``, one line) when
-it is not, without changing any file.
+the configured chain and every block that the tip file records, and refuses
+to start (``StartupError``, one line) when it is not, without changing any
+file.
+
+NOTE: the start-up checks find damage to the file's structure (header, size,
+b-tree pages through ``PRAGMA quick_check``) and lost blocks after the last
+one the tip file records. Bytes changed inside a row's content keep the
+structure valid; only ``weall verify``, which replays every block, finds
+those.
 """
 
 from __future__ import annotations
@@ -26,7 +33,14 @@ from weall.protocol.genesis import genesis_hash, genesis_state, validate_genesis
 from weall.protocol.params import DEV_OVERRIDES
 from weall.protocol.state import MemoryState
 from weall.storage import queries
-from weall.storage.db import check_file, open_readonly
+from weall.storage.db import (
+    RESTORE_HINT,
+    check_file,
+    check_tip,
+    open_readonly,
+    tip_path,
+    write_tip,
+)
 from weall.storage.lock import ProducerLock
 from weall.storage.schema import SCHEMA_VERSION, current_version
 
@@ -35,7 +49,7 @@ __all__ = ["create_database", "dev_genesis", "load_genesis", "prepare_node"]
 log = logging.getLogger(__name__)
 
 DEV_FOUNDER_BALANCE = 1_000_000
-_RESTORE_HINT = "restore a backup with `weall restore FILE`"
+_RESTORE_HINT = RESTORE_HINT
 
 
 def dev_genesis(node: keys.KeyPair, founder: keys.KeyPair, *, chain_id: str) -> dict[str, Any]:
@@ -129,6 +143,7 @@ def create_database(config: Config, document: dict[str, Any], node: keys.KeyPair
             writer.initialize(document, block0)
         finally:
             writer.close()
+        write_tip(config.db_path, 0, block0.hash, sync=True)
     finally:
         lock.release()
     log.info("created database path=%s chain=%s", config.db_path, document["chain_id"])
@@ -155,6 +170,8 @@ def check_database(config: Config, document: dict[str, Any]) -> int:
             )
         stored = queries.meta(conn)
         head = queries.head_header(conn)
+        if head is not None:
+            check_tip(path, conn)
     except sqlite3.DatabaseError as exc:
         raise StartupError(f"database {path} is damaged: {exc}; {_RESTORE_HINT}") from None
     finally:
@@ -174,9 +191,51 @@ def check_database(config: Config, document: dict[str, Any]) -> int:
     return version
 
 
+def _check_leftovers(config: Config) -> None:
+    """Reject a first start where a database used to be: its -wal or tip file remains."""
+    path = config.db_path
+    leftovers = [p for p in (path.with_name(path.name + "-wal"), tip_path(path)) if p.exists()]
+    if leftovers:
+        names = ", ".join(str(p) for p in leftovers)
+        raise StartupError(
+            f"database {path} is missing but {names} remain from it; {_RESTORE_HINT}, "
+            "or remove them to start a new chain"
+        )
+
+
+def _prepare_follower(config: Config, actors: Sequence[str]) -> None:
+    """Check a follower node, or create its database from the upstream's block 0.
+
+    A follower never writes a dev genesis or signs block 0, because it has
+    no producer key: the genesis document must be its upstream's.
+    """
+    if config.mode == "genesis" or "pinner" in actors:
+        keys.load_key_file(config.node_key_path)
+    if not config.genesis_path.exists():
+        raise StartupError(
+            f"genesis document {config.genesis_path} not found; a follower needs its upstream's "
+            "genesis document: copy it and set WEALL_GENESIS_PATH"
+        )
+    document = load_genesis(config)
+    if config.db_path.exists():
+        check_database(config, document)
+        return
+    if "follower" not in actors:
+        log.info("database %s does not exist yet; waiting for the follower", config.db_path)
+        return
+    from weall.follow.setup import create_follower_database
+
+    create_follower_database(config, document)
+
+
 def prepare_node(config: Config, actors: Sequence[str]) -> None:
     """Run every check and first-start step before the supervisor spawns ``actors``."""
     first_start = not config.db_path.exists()
+    if first_start:
+        _check_leftovers(config)
+    if config.follower:
+        _prepare_follower(config, actors)
+        return
     if config.mode == "dev" and first_start and not config.genesis_path.exists():
         if config.genesis_path_set:
             raise StartupError(f"genesis document {config.genesis_path} not found")

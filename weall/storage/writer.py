@@ -1,4 +1,5 @@
-"""The read-write connection. Only the producer actor imports this module.
+"""The read-write connection. Only the producer actor imports this module,
+or on a follower node the follower actor, which holds the same lock.
 
 Each public method is one SQLite transaction (``BEGIN IMMEDIATE`` ...
 ``COMMIT``), so a crash at any point leaves either all of it or none of it:
@@ -68,7 +69,11 @@ class Writer:
         return applied
 
     def initialize(self, genesis_doc: dict[str, Any], block0: BlockResult) -> None:
-        """Store the genesis document, block 0 and the genesis state in a new database."""
+        """Store the genesis document, block 0 and the genesis state in a new database.
+
+        A producer passes the block 0 it signed; a follower passes the block 0
+        it fetched from its upstream and checked against the genesis document.
+        """
         if current_version(self.conn) != SCHEMA_VERSION:
             raise StorageError("initialize: migrate the schema first")
 
@@ -82,7 +87,7 @@ class Writer:
             ]
             self.conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows)
             self._insert_block(block0)
-            self._write_changes(block0.state.changes())
+            self._write_changes(block0.state.raw_changes())
 
         self._transaction("initialize", body)
 
@@ -146,9 +151,38 @@ class Writer:
                     f"commit block {block.height}: {len(statuses) - updated} transactions"
                     " were not pending"
                 )
-            self._write_changes(block.state.changes())
+            self._write_changes(block.state.raw_changes())
 
         self._transaction(f"commit block {block.height}", body)
+
+    def commit_verified_block(self, block: BlockResult, envelopes: Sequence[Envelope]) -> None:
+        """Store a block that a follower fetched and replayed, in one transaction.
+
+        The follower never stores its transactions as pending, so their rows
+        are inserted here as committed or rejected, with their receipts, and
+        ``received_ms`` set to the block's timestamp. A transaction id that is
+        already stored fails the whole block.
+        """
+        if [env.tx_id for env in envelopes] != block.header["tx_ids"]:
+            raise StorageError(f"commit verified block {block.height}: envelopes do not match tx_ids")
+        timestamp = block.header["timestamp_ms"]
+        rows = [
+            (env.tx_id, env.signer, env.nonce, env.tx_type,
+             "committed" if receipt["ok"] else "rejected", orjson.dumps(env.to_json()),
+             timestamp, block.height, index, orjson.dumps(receipt))
+            for index, (env, receipt) in enumerate(zip(envelopes, block.receipts, strict=True))
+        ]
+
+        def body() -> None:
+            self._insert_block(block)
+            self.conn.executemany(
+                "INSERT INTO txs (tx_id, signer, nonce, tx_type, status, envelope, received_ms,"
+                " height, idx, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._write_changes(block.state.raw_changes())
+
+        self._transaction(f"commit verified block {block.height}", body)
 
     def expire(self, tx_ids: Iterable[str]) -> int:
         ids = [(tx_id,) for tx_id in tx_ids]
@@ -179,8 +213,8 @@ class Writer:
              block.header["timestamp_ms"], len(block.header["tx_ids"])),
         )
 
-    def _write_changes(self, changes: Sequence[tuple[str, str, dict[str, Any] | None]]) -> None:
-        upserts = [(k, key, orjson.dumps(v)) for k, key, v in changes if v is not None]
+    def _write_changes(self, changes: Sequence[tuple[str, str, bytes | None]]) -> None:
+        upserts = [(k, key, raw) for k, key, raw in changes if raw is not None]
         deletes = [(k, key) for k, key, v in changes if v is None]
         if upserts:
             self.conn.executemany(

@@ -1,0 +1,360 @@
+"""The sync loop of a follower: fetch, verify and commit the upstream's blocks.
+
+A session starts by comparing the upstream's chain id, genesis hash and
+block 0 with this node's, and the upstream's block at this node's tip with
+the committed one. It then pages through ``GET /v1/blocks?from=H&limit=N``
+and commits each block only after ``weall.follow.verify.verify_block``
+passed. At the upstream's tip it polls every ``POLL_S`` seconds.
+
+An unreachable upstream starts a new session after a capped exponential
+backoff. An upstream that served anything invalid is rejected: the loop
+logs the height and the reason once and stops, and ``statistics()`` reports
+it, until the follower restarts.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from typing import Any, Final
+
+import trio
+
+from weall.config import Config
+from weall.errors import StorageFullError, UpstreamError, UpstreamRejected
+from weall.follow.upstream import UpstreamClient
+from weall.follow.verify import VerifiedBlock, check_identity, check_page, verify_block
+from weall.protocol.genesis import genesis_info
+from weall.protocol.txtypes import GenesisInfo
+from weall.storage import queries
+from weall.storage.db import write_tip
+from weall.storage.writer import Writer
+
+__all__ = ["SyncState", "Syncer"]
+
+log = logging.getLogger(__name__)
+
+POLL_S: Final = 0.5
+# Pages are sized to about this many transactions, from the sizes of the
+# blocks of the previous page, within 1 to 100 blocks (the api's maximum).
+PAGE_TARGET_TXS: Final = 2000
+MAX_PAGE_BLOCKS: Final = 100
+FIRST_PAGE_BLOCKS: Final = 10
+RETRY_BASE_S: Final = 1.0
+RETRY_MAX_S: Final = 30.0
+STORAGE_RETRY_S: Final = 1.0
+
+
+class SyncState(enum.Enum):
+    """The sync loop's current activity."""
+
+    # Comparing the upstream's chain identity and history with this node's.
+    CHECKING = "checking"
+    # Fetching and committing blocks that the upstream has and this node lacks.
+    SYNCING = "syncing"
+    # At the upstream's tip, polling for new blocks.
+    CAUGHT_UP = "caught_up"
+    # The upstream could not be reached; a new session starts after a backoff.
+    UNREACHABLE = "unreachable"
+    # The upstream served something invalid; nothing more is fetched from it.
+    REJECTED = "rejected"
+
+
+class Syncer:
+    """Follows one upstream and commits what it verified through ``writer``.
+
+    ``limiter`` serialises every use of the writer, shared with the socket
+    operations (checkpoints) of the follower actor.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        writer: Writer,
+        genesis_doc: dict[str, Any],
+        client: UpstreamClient,
+        limiter: trio.CapacityLimiter,
+    ) -> None:
+        self.writer = writer
+        self.db_path = config.db_path
+        self.client = client
+        self.limiter = limiter
+        self.info: GenesisInfo = genesis_info(genesis_doc)
+        self.allow_unsigned = config.allow_unsigned_txs and config.mode == "dev"
+        self.head = writer.head()
+        self.state = SyncState.CHECKING
+        self.rejection: dict[str, Any] | None = None
+        self.upstream_height: int | None = None
+        self.storage_full = False
+        self.tip_failures = 0
+        self.blocks_committed = 0
+        self.txs_committed = 0
+        self.page_blocks = FIRST_PAGE_BLOCKS
+        self.block_event = trio.Event()
+        self._run_started: float | None = None
+        self._run_txs = 0
+        self._last_rate: float | None = None
+        self._behind_logged = False
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Follow the upstream until cancelled or until it is rejected."""
+        failures = 0
+        while True:
+            try:
+                # (start, UNREACHABLE) -> CHECKING
+                self._set_state(SyncState.CHECKING)
+                await self._check_upstream()
+                if failures:
+                    log.info(
+                        "upstream recovered url=%s errors=%d",
+                        self.client.base_url,
+                        failures,
+                    )
+                    failures = 0
+                await self._follow()
+            except UpstreamError as exc:
+                failures += 1
+                delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** min(failures - 1, 10))
+                # any -> UNREACHABLE
+                self._set_state(SyncState.UNREACHABLE)
+                if failures == 1 or failures % 10 == 0:
+                    log.warning(
+                        "upstream unreachable url=%s failures=%d retry_in=%.1fs error=%s",
+                        self.client.base_url,
+                        failures,
+                        delay,
+                        exc,
+                    )
+                await trio.sleep(delay)
+            except UpstreamRejected as exc:
+                self._reject(exc)
+                return
+
+    async def _check_upstream(self) -> None:
+        check_identity(await self.client.snapshot(), self.info)
+        first = await self.client.block(0)
+        local_first = await self._read(lambda: committed_block(self.writer, 0))
+        if first is None:
+            raise UpstreamError(f"{self.client.base_url} has no block 0 yet")
+        if not isinstance(first, dict) or first.get("hash") != local_first["hash"]:
+            raise UpstreamRejected(
+                0, "upstream block 0 differs from the one this node committed"
+            )
+        await self._check_history(self.head["height"])
+
+    async def _check_history(self, height: int) -> None:
+        """Compare the upstream's block at ``height`` with the committed one, if it has one."""
+        if height == 0:
+            return
+        served = await self.client.block(height)
+        if served is None:
+            return
+        local = await self._read(lambda: committed_block(self.writer, height))
+        if not isinstance(served, dict) or served.get("hash") != local["hash"]:
+            raise UpstreamRejected(
+                height,
+                "upstream block differs from the one this node committed (history rewritten)",
+            )
+
+    async def _follow(self) -> None:
+        while True:
+            start = self.head["height"] + 1
+            page = await self.client.blocks_page(start, self.page_blocks)
+            blocks, head_height = check_page(page, start)
+            self.upstream_height = head_height
+            if not blocks:
+                await self._at_tip(head_height)
+                await trio.sleep(POLL_S)
+                continue
+            if self.state is not SyncState.SYNCING:
+                # CHECKING or CAUGHT_UP -> SYNCING
+                self._set_state(SyncState.SYNCING)
+            for block in blocks:
+                if not await self._commit(block):
+                    break
+            self._size_next_page(blocks)
+
+    async def _at_tip(self, head_height: int | None) -> None:
+        if head_height is not None and head_height < self.head["height"]:
+            # The upstream is behind this node: it may be another follower,
+            # or a producer restored from an old backup.
+            await self._check_history(head_height)
+            if not self._behind_logged:
+                log.warning(
+                    "upstream behind this node upstream_height=%d height=%d",
+                    head_height,
+                    self.head["height"],
+                )
+                self._behind_logged = True
+            return
+        self._behind_logged = False
+        if self.state is not SyncState.CAUGHT_UP:
+            self._log_caught_up()
+            # CHECKING or SYNCING -> CAUGHT_UP
+            self._set_state(SyncState.CAUGHT_UP)
+
+    async def _commit(self, block: Any) -> bool:
+        """Verify and commit one block; return False when storage is full."""
+        try:
+            verified = await trio.to_thread.run_sync(
+                self._verify_and_commit, block, limiter=self.limiter
+            )
+        except StorageFullError as exc:
+            if not self.storage_full:
+                log.error(
+                    "sync paused, storage full height=%d: %s", self.head["height"], exc
+                )
+            self.storage_full = True
+            await trio.sleep(STORAGE_RETRY_S)
+            return False
+        if self.storage_full:
+            log.info("sync resumed height=%d", self.head["height"])
+            self.storage_full = False
+        txs = len(verified.envelopes)
+        self.blocks_committed += 1
+        self.txs_committed += txs
+        self._run_txs += txs
+        log.debug(
+            "block verified and committed height=%d txs=%d hash=%s",
+            verified.height,
+            txs,
+            verified.result.hash,
+        )
+        self.block_event.set()
+        self.block_event = trio.Event()
+        return True
+
+    def _verify_and_commit(self, block: Any) -> VerifiedBlock:
+        verified = verify_block(
+            self.writer.state,
+            self.head,
+            block,
+            self.info,
+            committed=self._committed_heights,
+            allow_unsigned=self.allow_unsigned,
+        )
+        self.writer.commit_verified_block(verified.result, verified.envelopes)
+        result = verified.result
+        self.head = {
+            "height": result.height,
+            "hash": result.hash,
+            "header": result.header,
+            "sig": result.sig,
+        }
+        self._record_tip(result.height, result.hash)
+        return verified
+
+    def _record_tip(self, height: int, block_hash: str) -> None:
+        # As on the producer: a tip file that lags behind is harmless.
+        try:
+            write_tip(self.db_path, height, block_hash)
+        except OSError as exc:
+            self.tip_failures += 1
+            if self.tip_failures == 1 or self.tip_failures % 100 == 0:
+                log.warning(
+                    "tip file not written height=%d failures=%d: %s",
+                    height,
+                    self.tip_failures,
+                    exc,
+                )
+            return
+        if self.tip_failures:
+            log.info("tip file recovered errors=%d", self.tip_failures)
+            self.tip_failures = 0
+
+    def _committed_heights(self, tx_ids: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        # 500 ids per statement stays under SQLite's default limit of 32,766
+        # bound parameters by a wide margin.
+        for offset in range(0, len(tx_ids), 500):
+            chunk = tx_ids[offset : offset + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.writer.conn.execute(
+                f"SELECT tx_id, height FROM txs WHERE tx_id IN ({marks})", chunk
+            )
+            found.update(
+                (tx_id, -1 if height is None else int(height)) for tx_id, height in rows
+            )
+        return found
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    async def _read(self, fn: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, limiter=self.limiter)
+
+    def _size_next_page(self, blocks: list[Any]) -> None:
+        txs = sum(len(block["txs"]) for block in blocks)
+        per_block = max(1, txs // max(1, len(blocks)))
+        self.page_blocks = max(1, min(MAX_PAGE_BLOCKS, PAGE_TARGET_TXS // per_block))
+        log.info(
+            "blocks committed to=%d blocks=%d txs=%d upstream_height=%s",
+            self.head["height"],
+            len(blocks),
+            txs,
+            self.upstream_height,
+        )
+
+    def _set_state(self, state: SyncState) -> None:
+        # The rate covers the catch-up at the start of a session, from the
+        # first block fetched to the upstream's tip, not the live blocks after it.
+        if state is SyncState.SYNCING and self.state is SyncState.CHECKING:
+            self._run_started = time.monotonic()
+            self._run_txs = 0
+        self.state = state
+
+    def _log_caught_up(self) -> None:
+        if self.state is SyncState.SYNCING and self._run_started is None:
+            return
+        if self._run_started is None:
+            log.info(
+                "caught up height=%d upstream=%s",
+                self.head["height"],
+                self.client.base_url,
+            )
+            return
+        elapsed = max(time.monotonic() - self._run_started, 1e-6)
+        self._last_rate = self._run_txs / elapsed
+        log.info(
+            "caught up height=%d txs=%d elapsed_s=%.1f tx_per_s=%.0f upstream=%s",
+            self.head["height"],
+            self._run_txs,
+            elapsed,
+            self._last_rate,
+            self.client.base_url,
+        )
+        self._run_started = None
+
+    def _reject(self, exc: UpstreamRejected) -> None:
+        # any -> REJECTED; final until the actor restarts.
+        self.state = SyncState.REJECTED
+        self.rejection = {"height": exc.height, "reason": exc.reason}
+        log.error(
+            "upstream rejected url=%s height=%s committed_height=%d reason=%s",
+            self.client.base_url,
+            exc.height,
+            self.head["height"],
+            exc.reason,
+        )
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "height": self.head["height"],
+            "tip": self.head["hash"],
+            "state": self.state.value,
+            "upstream": self.client.base_url,
+            "upstream_height": self.upstream_height,
+            "rejected": self.rejection,
+            "storage_full": self.storage_full,
+            "blocks_committed": self.blocks_committed,
+            "txs_committed": self.txs_committed,
+            "last_sync_tx_per_s": None
+            if self._last_rate is None
+            else round(self._last_rate, 1),
+        }
+
+
+def committed_block(writer: Writer, height: int) -> dict[str, Any] | None:
+    return queries.block_at(writer.conn, height)
