@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -62,20 +63,33 @@ def start_bare(port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("bare app did not start")
 
 
-def wait_committed(node: Node, tx_ids: list[str], timeout: float = 120.0) -> float:
-    """Wait until every tx is final; return the time it took."""
+def pending_count(node: Node) -> int:
+    conn = sqlite3.connect(f"file:{node.workdir / 'data' / 'weall.db'}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM txs WHERE status = 'pending'").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def wait_committed(node: Node, timeout: float = 300.0) -> float:
+    """Wait until no transaction is pending; return the time it took."""
     started = time.perf_counter()
-    remaining = list(tx_ids)
     deadline = time.monotonic() + timeout
-    while remaining and time.monotonic() < deadline:
-        last = remaining[-1]
-        status = node.get(f"/v1/tx/{last}").json().get("status")
-        if status in ("committed", "rejected", "expired"):
-            remaining = [t for t in remaining if node.get(f"/v1/tx/{t}").json().get("status") == "pending"]
-            if not remaining:
-                break
-        time.sleep(0.05)
+    while pending_count(node) and time.monotonic() < deadline:
+        time.sleep(0.02)
     return time.perf_counter() - started
+
+
+def block_times(node: Node) -> dict[str, int]:
+    """tx id -> timestamp of the block that committed it."""
+    conn = sqlite3.connect(f"file:{node.workdir / 'data' / 'weall.db'}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT txs.tx_id, blocks.timestamp_ms FROM txs JOIN blocks ON blocks.height = txs.height"
+        ).fetchall()
+    finally:
+        conn.close()
+    return dict(rows)
 
 
 @scenario
@@ -92,8 +106,8 @@ def ingest(args: argparse.Namespace) -> dict[str, Any]:
                 bodies = chain.envelopes(count)
                 result = trio.run(lambda: post_all(node.url, "/v1/tx/submit", bodies,
                                                    concurrency=args.concurrency, timeout_s=120))
-                acked = [t for t in result.acked_at_ms]
-                settle = wait_committed(node, acked)
+                acked = list(result.acked_at_ms)
+                settle = wait_committed(node)
                 node_rates.append(result.rate)
                 committed_rates.append(len(acked) / (result.elapsed_s + settle))
                 baseline = trio.run(lambda: post_all(f"http://127.0.0.1:{bare_port}", "/v1/tx/submit",
@@ -113,12 +127,335 @@ def ingest(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _rss_mb(pids: list[int]) -> float:
+    total_kb = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total_kb += int(line.split()[1])
+        except OSError:
+            continue
+    return total_kb / 1024
+
+
+def _node_pids(node: Node) -> list[int]:
+    assert node.process is not None
+    return [node.process.pid, *node.actor_pids().values()]
+
+
+def _batch_load(node: Node, chain: BenchChain, total: int, clients: int) -> tuple[float, float]:
+    """Send ``total`` posts in batches of 1000; return (ack rate, committed rate)."""
+    batches = [{"envelopes": chain.envelopes(1000)} for _ in range(total // 1000)]
+    started = time.perf_counter()
+    result = trio.run(lambda: post_all(node.url, "/v1/tx/batch", batches, concurrency=clients, timeout_s=300))
+    acked = result.elapsed_s
+    wait_committed(node)
+    elapsed = time.perf_counter() - started
+    return total / acked, total / elapsed
+
+
+@scenario
+def batch(args: argparse.Namespace) -> dict[str, Any]:
+    """Batches of 1000 through /v1/tx/batch, synchronous=FULL, until committed."""
+    total = max(10_000, args.count * 10)
+    committed, acked_rates = [], []
+    with tempfile.TemporaryDirectory(prefix="weall-bench-") as tmp:
+        node, chain = start_bench_node(Path(tmp), accounts=max(200, total * args.rounds // 50))
+        try:
+            for _ in range(args.rounds):
+                acked, done = _batch_load(node, chain, total, clients=2)
+                acked_rates.append(acked)
+                committed.append(done)
+        finally:
+            node.stop()
+    return {"committed_tx_per_s": summary(committed), "acked_tx_per_s": summary(acked_rates),
+            "target": ">= 5000 tx/s committed", "ratio_to_target": summary([c / 5000 for c in committed])}
+
+
+@scenario
+def latency(args: argparse.Namespace) -> dict[str, Any]:
+    """202-to-committed latency at half of the maximum single-submit rate."""
+    with tempfile.TemporaryDirectory(prefix="weall-bench-") as tmp:
+        node, chain = start_bench_node(Path(tmp), accounts=max(100, args.count * (args.rounds + 1) // 40))
+        try:
+            probe = trio.run(lambda: post_all(node.url, "/v1/tx/submit", chain.envelopes(args.count),
+                                              concurrency=args.concurrency, timeout_s=120))
+            wait_committed(node)
+            rate = probe.rate / 2
+            p50s, p99s = [], []
+            for _ in range(args.rounds):
+                result = trio.run(lambda: post_all(node.url, "/v1/tx/submit", chain.envelopes(int(rate * 5)),
+                                                   concurrency=args.concurrency, timeout_s=60, rate_per_s=rate))
+                wait_committed(node)
+                committed_at = block_times(node)
+                delays = [committed_at[t] - acked for t, acked in result.acked_at_ms.items() if t in committed_at]
+                p50s.append(percentile(delays, 0.5))
+                p99s.append(percentile(delays, 0.99))
+        finally:
+            node.stop()
+    return {"rate_tx_per_s": round(rate, 1), "p50_ms": summary(p50s), "p99_ms": summary(p99s),
+            "target_p99_ms": "<= block_interval_ms + 100 = 1100"}
+
+
+async def _read_loop(url: str, paths: list[str], seconds: float) -> list[float]:
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        deadline = trio.current_time() + seconds
+        index = 0
+        while trio.current_time() < deadline:
+            started = time.perf_counter()
+            await client.get(paths[index % len(paths)])
+            latencies.append((time.perf_counter() - started) * 1000)
+            index += 1
+    return latencies
+
+
+@scenario
+def reads(args: argparse.Namespace) -> dict[str, Any]:
+    """p99 of account and feed reads at rest and under full batch write load."""
+    rest, loaded = [], []
+    with tempfile.TemporaryDirectory(prefix="weall-bench-") as tmp:
+        node, chain = start_bench_node(Path(tmp), accounts=2000)
+        paths = [f"/v1/accounts/@bench{i:05d}" for i in range(0, 2000, 97)] + ["/v1/feed"]
+        try:
+            _batch_load(node, chain, 5000, clients=2)
+            for _ in range(args.rounds):
+                rest.append(percentile(trio.run(_read_loop, node.url, paths, 3.0), 0.99))
+                batches = [{"envelopes": chain.envelopes(1000)} for _ in range(15)]
+
+                async def both() -> list[float]:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(lambda: post_all(node.url, "/v1/tx/batch", batches,
+                                                            concurrency=2, timeout_s=60))
+                        found = await _read_loop(node.url, paths, 5.0)
+                    return found
+
+                loaded.append(percentile(trio.run(both), 0.99))
+                wait_committed(node)
+        finally:
+            node.stop()
+    return {"p99_ms_at_rest": summary(rest), "p99_ms_under_write_load": summary(loaded),
+            "ratio_loaded_to_rest": summary([b / a for a, b in zip(rest, loaded, strict=True)]),
+            "target_p99_ms": "< 25"}
+
+
+@scenario
+def restart_rss(args: argparse.Namespace) -> dict[str, Any]:
+    """Restart latency of each actor after SIGKILL, and RSS of the whole node."""
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="weall-bench-") as tmp:
+        # Many kills in a row on purpose: lift the restart budget for this run.
+        node, chain = start_bench_node(Path(tmp), accounts=500, extra={"WEALL_RESTART_MAX": "1000"})
+        bare_port = free_port()
+        bare = start_bare(bare_port)
+        try:
+            time.sleep(2)
+            figures["rss_mb_at_rest"] = round(_rss_mb(_node_pids(node)), 1)
+            figures["bare_app_rss_mb"] = round(_rss_mb([bare.pid]), 1)
+            peak = 0.0
+
+            async def load_and_sample() -> None:
+                nonlocal peak
+                batches = [{"envelopes": chain.envelopes(1000)} for _ in range(10)]
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(lambda: post_all(node.url, "/v1/tx/batch", batches, concurrency=2, timeout_s=60))
+                    for _ in range(40):
+                        peak = max(peak, _rss_mb(_node_pids(node)))
+                        await trio.sleep(0.25)
+
+            trio.run(load_and_sample)
+            wait_committed(node)
+            figures["rss_mb_under_load_peak"] = round(peak, 1)
+            figures["rss_target_mb"] = "< 400"
+            for name in ("producer", "checkpointer", "pinner", "healer", "api"):
+                times = []
+                for _ in range(args.rounds):
+                    old = node.actor_pids()[name]
+                    started = time.perf_counter()
+                    os.kill(old, signal.SIGKILL)
+                    while True:
+                        try:
+                            document = json.loads((node.run_dir / "actors.json").read_text())
+                        except (OSError, ValueError):
+                            document = {}
+                        info = document.get(name, {})
+                        if info.get("pid") not in (None, old) and info.get("state") == "running":
+                            break
+                        time.sleep(0.005)
+                    times.append((time.perf_counter() - started) * 1000)
+                    node.wait_ready(30)
+                    time.sleep(1.0)
+                figures[f"restart_ms_{name}"] = summary(times)
+        finally:
+            bare.send_signal(signal.SIGTERM)
+            bare.wait(10)
+            node.stop()
+    return figures
+
+
+def _fill_state(writer: Any, count: int) -> None:
+    """Insert ``count`` accounts and ``count`` posts shaped as the handlers write them."""
+    import orjson
+
+    from weall.protocol.rules.accounts import new_account
+    from weall.protocol.rules.content import index_key
+
+    pubkey = "z6MkeTG3bFFSLYVU7VqhgZxqr6YzpaGrQtFMh1uvqGy1vDnP"
+    step = 50_000
+    for start in range(0, count, step):
+        rows = []
+        for index in range(start, min(count, start + step)):
+            account_id = f"@filler{index:08d}"
+            rows.append(("account", account_id, orjson.dumps(new_account(account_id, pubkey, tier=2))))
+            post_id = "b" + f"{index:052d}".replace("0", "a").replace("1", "b")[:52]
+            post = {"id": post_id, "kind": "post", "author": account_id, "body": "filler post",
+                    "media": [], "group_id": None, "height": 1, "timestamp_ms": 1, "edited_at_ms": None,
+                    "deleted": False, "hidden": False, "comment_count": 0, "reactions": {}, "flag_count": 0}
+            key = index_key(1, post_id)
+            rows.append(("post", post_id, orjson.dumps(post)))
+            rows.append(("feed", key, orjson.dumps({"post_id": post_id})))
+            rows.append(("account_post", f"{account_id}/{key}", orjson.dumps({"post_id": post_id})))
+        writer.conn.execute("BEGIN IMMEDIATE")
+        writer.conn.executemany("INSERT OR REPLACE INTO state (kind, key, value) VALUES (?, ?, ?)", rows)
+        writer.conn.execute("COMMIT")
+
+
+def _growth_run(size: int, blocks: int, per_block: int) -> tuple[list[float], list[float]]:
+    from weall.bootstrap import create_database
+    from weall.config import load as load_config
+    from weall.protocol import keys as keys_module
+    from weall.protocol.block import build_block
+    from weall.protocol.envelope import parse_envelope
+    from weall.protocol.genesis import genesis_info
+    from weall.storage.writer import Writer
+
+    with tempfile.TemporaryDirectory(prefix="weall-growth-") as tmp:
+        workdir = Path(tmp)
+        chain, env = write_chain(workdir, accounts=100)
+        config = load_config({**env, "WEALL_MODE": "genesis", "WEALL_DB_PATH": str(workdir / "data" / "weall.db")})
+        document = json.loads(config.genesis_path.read_text())
+        node_key = keys_module.load_key_file(config.node_key_path)
+        create_database(config, document, node_key)
+        writer = Writer(config.db_path, synchronous="FULL")
+        _fill_state(writer, size)
+        info = genesis_info(document)
+        apply_ms, commit_ms = [], []
+        for _ in range(blocks):
+            envs = [parse_envelope(e) for e in chain.envelopes(per_block)]
+            writer.store_pending([(e, 0) for e in envs])
+            head = writer.head()
+            started = time.perf_counter()
+            block = build_block(writer.state, head["header"], envs, timestamp_ms=head["header"]["timestamp_ms"] + 1000,
+                                genesis=info, producer_pubkey=node_key.pubkey, sign=node_key.sign)
+            applied = time.perf_counter()
+            writer.commit_block(block)
+            done = time.perf_counter()
+            assert all(r["ok"] for r in block.receipts)
+            apply_ms.append((applied - started) * 1000)
+            commit_ms.append((done - applied) * 1000)
+        writer.close()
+    return apply_ms, commit_ms
+
+
+@scenario
+def growth(args: argparse.Namespace) -> dict[str, Any]:
+    """Block apply and commit time with a small and a large state."""
+    small = _growth_run(10_000, args.rounds * 2, 1000)
+    large = _growth_run(args.growth_size, args.rounds * 2, 1000)
+    import statistics
+
+    return {
+        "state_sizes": [10_000, args.growth_size],
+        "apply_ms_small": summary(small[0]), "apply_ms_large": summary(large[0]),
+        "commit_ms_small": summary(small[1]), "commit_ms_large": summary(large[1]),
+        "ratio_apply_large_to_small": round(statistics.median(large[0]) / statistics.median(small[0]), 2),
+        "ratio_commit_large_to_small": round(statistics.median(large[1]) / statistics.median(small[1]), 2),
+        "target_ratio": "<= 1.3", "txs_per_block": 1000,
+    }
+
+
+@scenario
+def verify(args: argparse.Namespace) -> dict[str, Any]:
+    """Replay speed of weall verify, against raw signature checks in the same run."""
+    import nacl.signing
+
+    rates = []
+    with tempfile.TemporaryDirectory(prefix="weall-bench-") as tmp:
+        node, chain = start_bench_node(Path(tmp), accounts=400)
+        try:
+            _batch_load(node, chain, 20_000, clients=2)
+        finally:
+            node.stop()
+        for _ in range(args.rounds):
+            result = subprocess.run([sys.executable, "-m", "weall", "verify", "--db", str(Path(tmp) / "data" / "weall.db")],
+                                    capture_output=True, text=True, env={**os.environ, **{"WEALL_CHAIN_ID": "weall-bench"}})
+            line = result.stdout.strip().splitlines()[-1]
+            rates.append(float(line.split("(")[1].split()[0]))
+    key = nacl.signing.SigningKey.generate()
+    signed = key.sign(b"x" * 200)
+    started = time.perf_counter()
+    for _ in range(20_000):
+        key.verify_key.verify(signed)
+    sig_rate = 20_000 / (time.perf_counter() - started)
+    return {"verify_tx_per_s": summary(rates), "bare_signature_checks_per_s": round(sig_rate),
+            "ratio_to_signature_checks": summary([r / sig_rate for r in rates])}
+
+
+@scenario
+def wal_backup(args: argparse.Namespace) -> dict[str, Any]:
+    """WAL size under sustained load, and the longest block gap during a live backup."""
+    with tempfile.TemporaryDirectory(prefix="weall-bench-") as tmp:
+        node, chain = start_bench_node(Path(tmp), accounts=1000,
+                                       extra={"WEALL_WAL_MAX_BYTES": str(16 * 1024 * 1024), "WEALL_CHECKPOINT_INTERVAL_S": "1"})
+        wal = Path(tmp) / "data" / "weall.db-wal"
+        wal_sizes: list[int] = []
+        window: list[float] = []
+        try:
+            _batch_load(node, chain, 20_000, clients=2)
+
+            async def sustained() -> None:
+                batches = [{"envelopes": chain.envelopes(1000)} for _ in range(30)]
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(lambda: post_all(node.url, "/v1/tx/batch", batches, concurrency=1, timeout_s=120,
+                                                        rate_per_s=2.0))
+
+                    async def sample() -> None:
+                        for _ in range(300):
+                            wal_sizes.append(wal.stat().st_size if wal.exists() else 0)
+                            await trio.sleep(0.05)
+
+                    nursery.start_soon(sample)
+                    await trio.sleep(4)
+                    window.append(time.time() * 1000)
+                    await trio.to_thread.run_sync(lambda: node.cli("backup", check=True, timeout=300))
+                    window.append(time.time() * 1000)
+
+            trio.run(sustained)
+            wait_committed(node)
+        finally:
+            node.stop()
+        conn = sqlite3.connect(f"file:{Path(tmp) / 'data' / 'weall.db'}?mode=ro", uri=True)
+        stamps = [row[0] for row in conn.execute("SELECT timestamp_ms FROM blocks ORDER BY height")]
+        conn.close()
+    gaps_during = [b - a for a, b in zip(stamps, stamps[1:]) if b >= window[0] and a <= window[1]]
+    gaps_other = [b - a for a, b in zip(stamps, stamps[1:]) if b < window[0] or a > window[1]]
+    return {"wal_max_mb": round(max(wal_sizes) / 2**20, 1), "wal_limit_mb": 16,
+            "backup_s": round((window[1] - window[0]) / 1000, 2),
+            "longest_gap_ms_during_backup": max(gaps_during) if gaps_during else None,
+            "longest_gap_ms_otherwise": max(gaps_other) if gaps_other else None,
+            "target_gap_ms": "<= 2 x block_interval_ms = 2000"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS), help=f"any of {', '.join(SCENARIOS)}")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=2000, help="requests per round")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--growth-size", type=int, default=1_000_000,
+                        help="accounts and posts in the large state of the growth scenario")
     args = parser.parse_args()
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                    "platform": platform.platform()}}))

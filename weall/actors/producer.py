@@ -52,7 +52,7 @@ MAX_BATCH: Final = 1000
 STORAGE_RETRY_S: Final = 1.0
 # A checkpoint waits at most this long for readers, so that a reader holding
 # an old snapshot delays the next block by no more than this.
-CHECKPOINT_BUSY_TIMEOUT_MS: Final = 50
+CHECKPOINT_BUSY_TIMEOUT_MS: Final = 20
 CHECKPOINT_MODES: Final = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 
 
@@ -125,8 +125,8 @@ class Producer:
         self.tip_failures = 0
         self.blocks_committed = 0
         self.last_block_monotonic = time.monotonic()
-        self.requests: trio.MemorySendChannel[tuple[list[Any], trio.MemorySendChannel[Any]]]
-        self._receive: trio.MemoryReceiveChannel[tuple[list[Any], trio.MemorySendChannel[Any]]]
+        self.requests: trio.MemorySendChannel[tuple[list[Any], bool, trio.MemorySendChannel[Any]]]
+        self._receive: trio.MemoryReceiveChannel[tuple[list[Any], bool, trio.MemorySendChannel[Any]]]
         self.requests, self._receive = trio.open_memory_channel(10_000)
         self.block_event = trio.Event()
         # Serialises the producer account's own transactions, so two of them
@@ -146,14 +146,17 @@ class Producer:
 
     # -- admission -------------------------------------------------------------------
 
-    def _check_one(self, document: Any, staged: dict[str, PoolEntry], now: int) -> dict[str, Any]:
+    def _check_one(
+        self, document: Any, staged: dict[str, PoolEntry],
+        staged_nonces: dict[tuple[str, int], PoolEntry], now: int, verified: bool,
+    ) -> dict[str, Any]:
         allow_unsigned = self.config.allow_unsigned_txs and self.config.mode == "dev"
         env = parse_envelope(document, allow_unsigned=allow_unsigned)
         if env.chain_id != self.genesis.chain_id:
             raise ProtocolError(
                 "wrong_chain", f"chain_id {env.chain_id!r} is not {self.genesis.chain_id!r}"
             )
-        if env.sig is not None or not allow_unsigned:
+        if not verified and (env.sig is not None or not allow_unsigned):
             env.verify_signature()
         known = self.pool.by_id.get(env.tx_id) or staged.get(env.tx_id)
         existing = {"tx_id": env.tx_id, "status": "pending"} if known else None
@@ -162,20 +165,21 @@ class Producer:
         if existing is not None:
             return {"ok": True, "http": 200, "tx_id": env.tx_id, "status": existing["status"],
                     "duplicate": True, **({"height": existing["height"]} if "height" in existing else {})}
-        rival = self.pool.at(env.signer, env.nonce) or next(
-            (e for e in staged.values() if e.env.signer == env.signer and e.env.nonce == env.nonce),
-            None,
-        )
+        rival = self.pool.at(env.signer, env.nonce) or staged_nonces.get((env.signer, env.nonce))
         if rival is not None:
             raise ProtocolError(
                 "nonce_conflict", f"another transaction of {env.signer} has nonce {env.nonce}",
                 {"tx_id": rival.env.tx_id},
             )
         admit(self.writer.state, env, now_ms=now, height=self.head["height"] + 1, genesis=self.genesis)
-        staged[env.tx_id] = PoolEntry(env, now)
+        entry = PoolEntry(env, now)
+        staged[env.tx_id] = entry
+        staged_nonces[(env.signer, env.nonce)] = entry
         return {"ok": True, "http": 202, "tx_id": env.tx_id, "status": "pending"}
 
-    def admit_batch_sync(self, documents: list[Any]) -> list[dict[str, Any]]:
+    def admit_batch_sync(
+        self, documents: list[Any], verified: bool | list[bool] = False
+    ) -> list[dict[str, Any]]:
         """Check every envelope, store the admitted ones in one transaction, answer each."""
         if self.storage_full:
             self.rejected_while_full += len(documents)
@@ -183,10 +187,12 @@ class Producer:
                     for _ in documents]
         now = now_ms()
         staged: dict[str, PoolEntry] = {}
+        staged_nonces: dict[tuple[str, int], PoolEntry] = {}
         results: list[dict[str, Any]] = []
-        for document in documents:
+        flags = verified if isinstance(verified, list) else [verified] * len(documents)
+        for document, checked in zip(documents, flags, strict=True):
             try:
-                results.append(self._check_one(document, staged, now))
+                results.append(self._check_one(document, staged, staged_nonces, now, checked))
             except ProtocolError as exc:
                 results.append(_error(exc))
         if not staged:
@@ -196,7 +202,7 @@ class Producer:
         except StorageError as exc:
             full = isinstance(exc, StorageFullError)
             if full:
-                self.pause_production(f"store pending count={len(staged)}: {exc}")
+                self.pause_production(f"{exc} count={len(staged)}")
             else:
                 log.error("store pending failed count=%d: %s", len(staged), exc)
             code = "storage_full" if full else "unavailable"
@@ -219,18 +225,20 @@ class Producer:
                     break
                 batch.append(item)
                 total += len(item[0])
-            documents = [doc for docs, _ in batch for doc in docs]
+            documents = [doc for docs, _, _ in batch for doc in docs]
+            flags = [checked for docs, checked, _ in batch for _ in docs]
             results = await trio.to_thread.run_sync(
-                self.admit_batch_sync, documents, limiter=self.limiter
+                self.admit_batch_sync, documents, flags, limiter=self.limiter
             )
             offset = 0
-            for docs, reply in batch:
+            for docs, _, reply in batch:
                 reply.send_nowait(results[offset : offset + len(docs)])
                 offset += len(docs)
 
-    async def submit(self, documents: list[Any]) -> list[dict[str, Any]]:
+    async def submit(self, documents: list[Any], verified: bool = False) -> list[dict[str, Any]]:
+        """Admit ``documents``; ``verified`` when the sender already checked their signatures."""
         reply_send, reply_receive = trio.open_memory_channel[Any](1)
-        await self.requests.send((documents, reply_send))
+        await self.requests.send((documents, verified, reply_send))
         result: list[dict[str, Any]] = await reply_receive.receive()
         return result
 
@@ -383,7 +391,8 @@ class Producer:
             envelopes = request.get("envelopes")
             if not isinstance(envelopes, list) or not 1 <= len(envelopes) <= MAX_BATCH:
                 return {"ok": False, "error": {"code": "invalid_request", "message": "envelopes: 1 to 1000"}}
-            return {"ok": True, "results": await self.submit(envelopes)}
+            verified = request.get("verified") is True
+            return {"ok": True, "results": await self.submit(envelopes, verified)}
         if op == "system_tx":
             tx_type = request.get("tx_type")
             payload = request.get("payload")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import orjson
+import trio
 from quart import Response, request
 from quart_schema import QuartSchema, RequestSchemaValidationError, document
 from quart_trio import QuartTrio
@@ -41,6 +42,7 @@ from weall.follow.relay import follower_health, relay_submission
 from weall.follow.upstream import UpstreamClient
 from weall.ipc import IpcClient
 from weall.protocol import canonical
+from weall.protocol.envelope import parse_envelope
 from weall.protocol.genesis import genesis_info
 from weall.protocol.txtypes import GenesisInfo
 from weall.storage.reader import ReadPool
@@ -53,6 +55,7 @@ T = TypeVar("T")
 RouteT = TypeVar("RouteT", bound=Callable[..., Any])
 
 MAX_BATCH = 1000
+STORAGE_FULL_RETRY_AFTER_S = 5
 _HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
                408: "request_timeout", 413: "too_large", 415: "unsupported_media_type",
                429: "rate_limited"}
@@ -184,18 +187,46 @@ async def _read_json_body() -> Any:
         raise ApiError(exc.code, exc.message) from None
 
 
-async def _forward(producer: IpcClient, envelopes: list[Any]) -> list[dict[str, Any]]:
-    try:
-        answer = await producer.call("submit", timeout=30.0, envelopes=envelopes)
-    except IpcError as exc:
-        log.warning("producer unavailable for submit count=%d: %s", len(envelopes), exc)
-        raise ApiError("unavailable", "the producer is not reachable; retry shortly", status=503) from None
-    if not answer.get("ok"):
-        error = answer.get("error", {})
-        raise ApiError(error.get("code", "unavailable"), error.get("message", "producer error"),
-                       status=503 if error.get("code") == "unavailable" else None)
-    results: list[dict[str, Any]] = answer["results"]
-    return results
+def _check_signatures(envelopes: list[Any], allow_unsigned: bool) -> list[dict[str, Any] | None]:
+    """Check shape and signature of each envelope; ``None`` where it passed.
+
+    Runs in a worker thread: libsodium releases the GIL, so the api's core
+    verifies signatures while the producer's core admits the previous batch.
+    """
+    failures: list[dict[str, Any] | None] = []
+    for document in envelopes:
+        try:
+            env = parse_envelope(document, allow_unsigned=allow_unsigned)
+            if env.sig is not None or not allow_unsigned:
+                env.verify_signature()
+        except ProtocolError as exc:
+            failures.append({"ok": False, "http": exc.http_status,
+                             "error": {"code": exc.code, "message": exc.message, "details": exc.details}})
+        else:
+            failures.append(None)
+    return failures
+
+
+async def _forward(producer: IpcClient, envelopes: list[Any], config: Config) -> list[dict[str, Any]]:
+    allow_unsigned = config.allow_unsigned_txs and config.mode == "dev"
+    failures = await trio.to_thread.run_sync(_check_signatures, envelopes, allow_unsigned)
+    passed = [doc for doc, failure in zip(envelopes, failures, strict=True) if failure is None]
+    results: list[dict[str, Any]] = []
+    if passed:
+        try:
+            # verified: the producer socket is owner-only (mode 0600), so its
+            # clients are this node's own actors, which checked the signatures.
+            answer = await producer.call("submit", timeout=30.0, envelopes=passed, verified=True)
+        except IpcError as exc:
+            log.warning("producer unavailable for submit count=%d: %s", len(passed), exc)
+            raise ApiError("unavailable", "the producer is not reachable; retry shortly", status=503) from None
+        if not answer.get("ok"):
+            error = answer.get("error", {})
+            raise ApiError(error.get("code", "unavailable"), error.get("message", "producer error"),
+                           status=503 if error.get("code") == "unavailable" else None)
+        results = answer["results"]
+    admitted = iter(results)
+    return [failure if failure is not None else next(admitted) for failure in failures]
 
 
 async def _relay(upstream: UpstreamClient, path: str, config: Config) -> Response:
@@ -237,7 +268,11 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
     reader = NodeReader(config)
     app.extensions["weall_reader"] = reader
     # On a follower node, submissions go to the upstream; reads stay local.
-    upstream = UpstreamClient(config.upstream_url, timeout_s=15.0) if config.upstream_url else None
+    upstream = (
+        UpstreamClient(config.upstream_url, timeout_s=15.0, deadline_s=60.0)
+        if config.upstream_url
+        else None
+    )
     if upstream is not None:
         app.after_serving(upstream.aclose)
 
@@ -352,9 +387,14 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         if upstream is not None:
             return await _relay(upstream, "/v1/tx/submit", config)
         envelope = await _read_json_body()
-        (result,) = await _forward(producer, [envelope])
+        (result,) = await _forward(producer, [envelope], config)
         document, status = _result_document(result)
-        return json_response(document, status)
+        response = json_response(document, status)
+        if document.get("error", {}).get("code") == "storage_full":
+            # A full disk stays full until an operator frees space, so
+            # clients should retry at a slow pace.
+            response.headers["Retry-After"] = str(STORAGE_FULL_RETRY_AFTER_S)
+        return response
 
     @app.post("/v1/tx/batch")
     @document(request=schemas.BatchRequest, responses={200: (schemas.BatchResult, None)})
@@ -365,7 +405,7 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         envelopes = body.get("envelopes") if isinstance(body, dict) else body
         if not isinstance(envelopes, list) or not 1 <= len(envelopes) <= MAX_BATCH:
             raise ApiError("invalid_request", f"body must list 1 to {MAX_BATCH} envelopes")
-        results = await _forward(producer, envelopes)
+        results = await _forward(producer, envelopes, config)
         documents = []
         for result in results:
             document, status = _result_document(result)
