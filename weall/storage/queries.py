@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "CachedState",
     "SqliteState",
     "block_at",
     "blocks_from",
@@ -39,10 +40,14 @@ class SqliteState:
         self.conn = conn
 
     def get(self, kind: str, key: str) -> Value | None:
+        raw = self.get_raw(kind, key)
+        return None if raw is None else orjson.loads(raw)
+
+    def get_raw(self, kind: str, key: str) -> bytes | None:
         row = self.conn.execute(
             "SELECT value FROM state WHERE kind = ? AND key = ?", (kind, key)
         ).fetchone()
-        return None if row is None else orjson.loads(row[0])
+        return None if row is None else bytes(row[0])
 
     def scan(
         self, kind: str, prefix: str = "", *, after: str | None = None,
@@ -65,6 +70,36 @@ class SqliteState:
             sql += " LIMIT ?"
             args.append(limit)
         return [(key, orjson.loads(value)) for key, value in self.conn.execute(sql, args)]
+
+
+class CachedState:
+    """A read cache over ``SqliteState`` for the producer, between two commits.
+
+    The producer is the only writer, so what it read stays true until its
+    next commit; ``clear()`` must be called after every commit. Values are
+    kept as JSON bytes and parsed on each read, so callers may mutate them.
+    """
+
+    def __init__(self, base: SqliteState) -> None:
+        self.base = base
+        self._cache: dict[tuple[str, str], bytes | None] = {}
+
+    def get(self, kind: str, key: str) -> Value | None:
+        entry = (kind, key)
+        if entry in self._cache:
+            raw = self._cache[entry]
+        else:
+            raw = self._cache[entry] = self.base.get_raw(kind, key)
+        return None if raw is None else orjson.loads(raw)
+
+    def scan(
+        self, kind: str, prefix: str = "", *, after: str | None = None,
+        limit: int | None = None, reverse: bool = False,
+    ) -> list[tuple[str, Value]]:
+        return self.base.scan(kind, prefix, after=after, limit=limit, reverse=reverse)
+
+    def clear(self) -> None:
+        self._cache.clear()
 
 
 def meta(conn: sqlite3.Connection) -> dict[str, str]:

@@ -38,7 +38,8 @@ class Writer:
         self.path = path
         self.synchronous = synchronous
         self.conn = open_readwrite(path, synchronous=synchronous)
-        self.state = queries.SqliteState(self.conn)
+        # Reads of the producer go through a cache that every commit clears.
+        self.state = queries.CachedState(queries.SqliteState(self.conn))
 
     def close(self) -> None:
         self.conn.close()
@@ -55,6 +56,8 @@ class Writer:
                 raise
         except sqlite3.Error as exc:
             raise translate_error(exc, operation) from exc
+        finally:
+            self.state.clear()
         return result
 
     # -- set-up ---------------------------------------------------------------
