@@ -16,7 +16,7 @@ operations, so the other actors run unchanged:
     forwards envelopes to the upstream's ``/v1/tx/batch``.
 ``system_tx``
     signs an ``IPFS_PIN_CONFIRM`` (or a pin request for itself) with the
-    operator key and submits it to the upstream; ``IPFS_PIN_HEAL`` is
+    operator key and submits it to the upstream. ``IPFS_PIN_HEAL`` is
     rejected, because only the producer signs it.
 """
 
@@ -31,13 +31,13 @@ from weall import ipc
 from weall.actors._base import stop_event
 from weall.bootstrap import load_genesis
 from weall.config import Config
-from weall.errors import StartupError, UpstreamError
+from weall.errors import StartupError, StorageError, StorageFullError, UpstreamError
 from weall.follow.operator import OperatorSigner, batch_results
 from weall.follow.sync import Syncer
 from weall.follow.upstream import UpstreamClient
 from weall.protocol import keys
 from weall.protocol.genesis import genesis_hash
-from weall.storage.db import check_tip
+from weall.storage.db import BUSY_TIMEOUT_MS, check_tip
 from weall.storage.lock import ProducerLock
 from weall.storage.writer import Writer
 
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH: Final = 1000
 CHECKPOINT_MODES: Final = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
+CHECKPOINT_BUSY_TIMEOUT_MS: Final = 50
 
 
 def _invalid(message: str) -> dict[str, Any]:
@@ -80,15 +81,7 @@ class Follower:
                 **self.syncer.statistics(),
             }
         if op == "checkpoint":
-            mode = str(request.get("mode", "PASSIVE"))
-            if mode not in CHECKPOINT_MODES:
-                return _invalid(
-                    f"checkpoint mode must be one of {', '.join(CHECKPOINT_MODES)}"
-                )
-            busy, pages, done = await trio.to_thread.run_sync(
-                self.writer.checkpoint, mode, limiter=self.limiter
-            )
-            return {"ok": True, "busy": busy, "wal_pages": pages, "checkpointed": done}
+            return await self._checkpoint(str(request.get("mode", "PASSIVE")))
         if op == "wait_block":
             await self.syncer.block_event.wait()
             return {"ok": True, "height": self.syncer.head["height"]}
@@ -99,6 +92,33 @@ class Follower:
                 request.get("tx_type"), request.get("payload")
             )
         return _invalid(f"unknown op {op!r}")
+
+    async def _checkpoint(self, mode: str) -> dict[str, Any]:
+        if mode not in CHECKPOINT_MODES:
+            return _invalid(
+                f"checkpoint mode must be one of {', '.join(CHECKPOINT_MODES)}"
+            )
+        try:
+            busy, pages, done = await trio.to_thread.run_sync(
+                self._checkpoint_sync, mode, limiter=self.limiter
+            )
+        except StorageError as exc:
+            log.warning("checkpoint failed mode=%s: %s", mode, exc)
+            code = (
+                "storage_full" if isinstance(exc, StorageFullError) else "unavailable"
+            )
+            return {"ok": False, "error": {"code": code, "message": str(exc)}}
+        return {"ok": True, "busy": busy, "wal_pages": pages, "checkpointed": done}
+
+    def _checkpoint_sync(self, mode: str) -> tuple[int, int, int]:
+        # A short busy timeout, as on the producer: a reader holding an old
+        # snapshot makes the checkpoint report busy instead of stalling the sync.
+        conn = self.writer.conn
+        conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_TIMEOUT_MS}")
+        try:
+            return self.writer.checkpoint(mode)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     async def _submit(self, envelopes: Any) -> dict[str, Any]:
         if not isinstance(envelopes, list) or not 1 <= len(envelopes) <= MAX_BATCH:
@@ -137,7 +157,10 @@ def _open(config: Config) -> tuple[ProducerLock, Writer, dict[str, Any]]:
         writer.migrate()
         if writer.meta().get("genesis_hash") != genesis_hash(document):
             writer.close()
-            raise StartupError(f"database {config.db_path} holds another genesis")
+            raise StartupError(
+                f"database {config.db_path} is of another chain than the genesis document "
+                f"{config.genesis_path}; set WEALL_GENESIS_PATH to that chain's document"
+            )
         try:
             # A restarted follower skips the supervisor's start-up checks.
             check_tip(config.db_path, writer.conn)

@@ -1,10 +1,11 @@
 """Transactions of a follower's own operator account, submitted to the upstream.
 
-On a producer node the pinner asks the producer (``system_tx``) to sign its
-``IPFS_PIN_CONFIRM`` with the node key. A follower has no producer key: it
-signs with its own operator key (``WEALL_NODE_KEY_PATH``) and submits through
-the upstream. ``IPFS_PIN_HEAL`` is signed by the producer alone, so a follower
-never submits one, and neither a pin request on another account's behalf.
+On a producer node the pinner sends ``system_tx`` requests to the producer,
+which signs the ``IPFS_PIN_CONFIRM`` with the node key. A follower has no
+producer key, so it signs with its own operator key (``WEALL_NODE_KEY_PATH``)
+and submits through the upstream. ``IPFS_PIN_HEAL`` and a pin request on
+another account's behalf are signed by the producer alone, so a follower
+never submits either.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class OperatorSigner:
     async def _submit_once(
         self, tx_type: str, payload: dict[str, Any], *, refresh: bool
     ) -> dict[str, Any]:
+        """Sign with the next nonce (the committed one when ``refresh``) and submit once."""
         assert self.key is not None
         assert self.key.account is not None
         account = self.key.account
@@ -134,6 +136,7 @@ class OperatorSigner:
         if not isinstance(committed, int):
             return _error("unknown_signer", f"the upstream has no account {account}")
         nonce = committed if refresh else max(committed, self._next_nonce)
+
         envelope = build_envelope(
             self.key,
             chain_id=self.chain_id,
@@ -143,6 +146,7 @@ class OperatorSigner:
             payload=payload,
         )
         status, body = await self.client.post("/v1/tx/submit", orjson.dumps(envelope))
+
         try:
             result = orjson.loads(body)
         except orjson.JSONDecodeError:

@@ -1,4 +1,4 @@
-"""What the api of a follower node does differently: relay writes, report sync.
+"""The follower-only parts of the api: relayed writes and the sync summary.
 
 Submissions (``POST /v1/tx/submit`` and ``/v1/tx/batch``) go to the upstream
 unchanged, and its status and body come back unchanged, so a client sees the

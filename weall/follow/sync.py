@@ -17,12 +17,13 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 
 import trio
 
 from weall.config import Config
-from weall.errors import StorageFullError, UpstreamError, UpstreamRejected
+from weall.errors import StorageError, StorageFullError, UpstreamError, UpstreamRejected
 from weall.follow.upstream import UpstreamClient
 from weall.follow.verify import VerifiedBlock, check_identity, check_page, verify_block
 from weall.protocol.genesis import genesis_info
@@ -34,6 +35,7 @@ from weall.storage.writer import Writer
 __all__ = ["SyncState", "Syncer"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POLL_S: Final = 0.5
 # Pages are sized to about this many transactions, from the sizes of the
@@ -172,15 +174,20 @@ class Syncer:
             if self.state is not SyncState.SYNCING:
                 # CHECKING or CAUGHT_UP -> SYNCING
                 self._set_state(SyncState.SYNCING)
+            committed = 0
             for block in blocks:
                 if not await self._commit(block):
                     break
-            self._size_next_page(blocks)
+                committed += 1
+            if committed:
+                self._size_next_page(blocks[:committed])
 
     async def _at_tip(self, head_height: int | None) -> None:
+        """Handle an empty page: this node has every block the upstream serves."""
         if head_height is not None and head_height < self.head["height"]:
             # The upstream is behind this node: it may be another follower,
-            # or a producer restored from an old backup.
+            # or a producer restored from an old backup. Its blocks must
+            # still be this node's.
             await self._check_history(head_height)
             if not self._behind_logged:
                 log.warning(
@@ -189,8 +196,8 @@ class Syncer:
                     self.head["height"],
                 )
                 self._behind_logged = True
-            return
-        self._behind_logged = False
+        else:
+            self._behind_logged = False
         if self.state is not SyncState.CAUGHT_UP:
             self._log_caught_up()
             # CHECKING or SYNCING -> CAUGHT_UP
@@ -267,8 +274,8 @@ class Syncer:
 
     def _committed_heights(self, tx_ids: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
-        # 500 ids per statement stays under SQLite's default limit of 32,766
-        # bound parameters by a wide margin.
+        # 500 ids per statement stays under SQLite's limit on bound
+        # parameters, which is 999 in releases before 3.32.
         for offset in range(0, len(tx_ids), 500):
             chunk = tx_ids[offset : offset + 500]
             marks = ",".join("?" * len(chunk))
@@ -282,7 +289,7 @@ class Syncer:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    async def _read(self, fn: Any) -> Any:
+    async def _read(self, fn: Callable[[], T]) -> T:
         return await trio.to_thread.run_sync(fn, limiter=self.limiter)
 
     def _size_next_page(self, blocks: list[Any]) -> None:
@@ -356,5 +363,11 @@ class Syncer:
         }
 
 
-def committed_block(writer: Writer, height: int) -> dict[str, Any] | None:
-    return queries.block_at(writer.conn, height)
+def committed_block(writer: Writer, height: int) -> dict[str, Any]:
+    """Return the committed block at ``height``, which must exist (it is at most the tip)."""
+    block = queries.block_at(writer.conn, height)
+    if block is None:
+        raise StorageError(
+            f"database {writer.path} has no block {height} below its tip"
+        )
+    return block

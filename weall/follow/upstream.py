@@ -1,7 +1,7 @@
 """HTTP client of a follower's upstream node (``WEALL_UPSTREAM_URL``).
 
-Every request has a timeout (``timeout_s`` for each read and write, 5 s to
-connect). Reads are retried with capped exponential backoff and jitter after
+Every request has timeouts: ``timeout_s`` for each read and write, 5 s to
+connect, and ``deadline_s`` for a whole attempt. Reads are retried with capped exponential backoff and jitter after
 a transport failure, a 429 or a 5xx reply. Submissions are retried only after
 a transport failure, and any status from the upstream is relayed as it is.
 A retry never submits a transaction twice, because a node replies to a
@@ -39,6 +39,9 @@ T = TypeVar("T")
 # second, so only httpx's warnings are kept; this module logs retries itself.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
+# NOTE: one block whose page is larger than this cannot be synced: the sync
+# loop then reports the upstream unreachable and retries. Blocks of up to
+# max_block_txs (10,000) envelopes of a few KiB each fit with a wide margin.
 MAX_RESPONSE_BYTES: Final = 256 * 1024 * 1024
 CONNECT_TIMEOUT_S: Final = 5.0
 _TRANSPORT_ERRORS: Final = (httpx.TransportError,)
@@ -58,6 +61,8 @@ class UpstreamClient:
         backoff_initial_s: delay before the first retry; it doubles each time.
         backoff_max_s: the cap of the delay between attempts.
         max_response_bytes: the largest reply body that is read.
+        deadline_s: the time limit of one attempt, from connecting to the
+            last byte of the reply, in seconds.
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class UpstreamClient:
         backoff_initial_s: float = 0.25,
         backoff_max_s: float = 8.0,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        deadline_s: float = 300.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts: must be >= 1 (got {max_attempts})")
@@ -77,6 +83,7 @@ class UpstreamClient:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.max_response_bytes = max_response_bytes
+        self.deadline_s = deadline_s
         # trust_env=False: proxy variables must not send the requests elsewhere.
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
@@ -164,19 +171,28 @@ class UpstreamClient:
     # -- plumbing -------------------------------------------------------------------
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
-        try:
-            async with self._client.stream(method, path, **kwargs) as response:
-                chunks = bytearray()
-                async for chunk in response.aiter_bytes():
-                    chunks += chunk
-                    if len(chunks) > self.max_response_bytes:
-                        raise UpstreamError(
-                            f"{method} {path} at {self.base_url}: reply larger than "
-                            f"{self.max_response_bytes} bytes"
-                        )
-                return response.status_code, bytes(chunks)
-        except _TRANSPORT_ERRORS as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+        # httpx's timeouts bound each read, so an upstream that trickles
+        # bytes could hold a request open; the deadline bounds the whole of it.
+        with trio.move_on_after(self.deadline_s):
+            try:
+                return await self._read_reply(method, path, **kwargs)
+            except _TRANSPORT_ERRORS as exc:
+                raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+        raise _Transient(f"no complete reply within {self.deadline_s:g} s")
+
+    async def _read_reply(
+        self, method: str, path: str, **kwargs: Any
+    ) -> tuple[int, bytes]:
+        async with self._client.stream(method, path, **kwargs) as response:
+            chunks = bytearray()
+            async for chunk in response.aiter_bytes():
+                chunks += chunk
+                if len(chunks) > self.max_response_bytes:
+                    raise UpstreamError(
+                        f"{method} {path} at {self.base_url}: reply larger than "
+                        f"{self.max_response_bytes} bytes"
+                    )
+            return response.status_code, bytes(chunks)
 
     async def _retry(
         self, op: str, attempt: Callable[[], Awaitable[T]], max_attempts: int
