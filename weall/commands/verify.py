@@ -22,7 +22,7 @@ from weall.progress import Progress
 from weall.protocol.block import block_hash, build_block, verify_block_signature
 from weall.protocol.envelope import parse_envelope
 from weall.protocol.genesis import genesis_info, genesis_state
-from weall.protocol.state import MemoryState, next_state_root
+from weall.protocol.state import MemoryState, state_root_of_raw
 from weall.protocol.txtypes import GenesisInfo
 from weall.storage import queries
 from weall.storage.db import open_readonly
@@ -58,7 +58,7 @@ def verify_chain(conn: sqlite3.Connection, progress: Progress | None = None) -> 
     if first is None:
         raise VerifyError(0, "missing")
     overlay = genesis_state(document, state)
-    root0 = next_state_root(info.genesis_hash, overlay.changes())
+    root0 = state_root_of_raw(info.genesis_hash, overlay.raw_changes())
     if first["header"]["state_root"] != root0 or first["header"]["prev_hash"] != info.genesis_hash:
         raise VerifyError(0, "block 0 does not commit the genesis document")
     if not verify_block_signature(first["header"], first["sig"]):
