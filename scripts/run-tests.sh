@@ -5,6 +5,8 @@
 #
 # 1. scripts/_bootstrap.sh creates .venv and installs the project.
 # 2. scripts/ipfs-test-node.sh installs the IPFS test daemon (npm).
+#    scripts/browser-setup.sh installs Debian's chromium and playwright for
+#    the dashboard's browser tests, which skip when either is missing.
 # 3. The rest runs in a new network namespace that has only a loopback
 #    interface (unshare --net --map-root-user), so nothing a test starts can
 #    reach another machine. There the daemon starts in a temporary
@@ -87,6 +89,7 @@ fi
 cd "$ROOT"
 bash "$ROOT/scripts/_bootstrap.sh"
 "$ROOT/scripts/ipfs-test-node.sh" install
+bash "$ROOT/scripts/browser-setup.sh"
 if unshare --net --map-root-user true 2>/dev/null; then
     WEALL_TEST_NETNS=1 exec unshare --net --map-root-user "$ROOT/scripts/run-tests.sh" "$@"
 fi
