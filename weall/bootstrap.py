@@ -2,10 +2,10 @@
 
 On a first dev start in an empty directory this writes the node and founder
 key files and the dev genesis, and creates the database. Every later start
-checks that the database is an SQLite file of a known schema version holding
-the configured chain and every block that the tip file records, and refuses
-to start (``StartupError``, one line) when it is not, without changing any
-file.
+checks that the database is an SQLite file of a known schema version that
+contains the configured chain and every block the tip file records. When it
+is not, the start is rejected (``StartupError``, one line) and no file
+changes.
 
 NOTE: the start-up checks find damage to the file's structure (header, size,
 b-tree pages through ``PRAGMA quick_check``) and lost blocks after the last
@@ -154,8 +154,11 @@ def check_database(config: Config, document: dict[str, Any]) -> int:
     path = config.db_path
     check_file(path)
     expected_hash = genesis_hash(document)
+    # Without a -wal file the database file is the whole state, and an
+    # immutable open leaves no -wal or -shm file behind after a refusal.
+    wal_absent = not path.with_name(path.name + "-wal").exists()
     try:
-        conn = open_readonly(path)
+        conn = open_readonly(path, immutable=wal_absent)
     except StorageError as exc:
         raise StartupError(f"database {path} cannot be opened: {exc}; {_RESTORE_HINT}") from None
     try:
@@ -198,7 +201,7 @@ def _check_leftovers(config: Config) -> None:
     if leftovers:
         names = ", ".join(str(p) for p in leftovers)
         raise StartupError(
-            f"database {path} is missing but {names} remain from it; {_RESTORE_HINT}, "
+            f"database {path} is missing but files of it remain ({names}); {_RESTORE_HINT}, "
             "or remove them to start a new chain"
         )
 
@@ -207,7 +210,7 @@ def _prepare_follower(config: Config, actors: Sequence[str]) -> None:
     """Check a follower node, or create its database from the upstream's block 0.
 
     A follower never writes a dev genesis or signs block 0, because it has
-    no producer key: the genesis document must be its upstream's.
+    no producer key. Its genesis document must be its upstream's.
     """
     if config.mode == "genesis" or "pinner" in actors:
         keys.load_key_file(config.node_key_path)

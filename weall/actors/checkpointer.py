@@ -1,22 +1,36 @@
 """The checkpointer: keeps the WAL small and takes the scheduled live backups.
 
-Every ``WEALL_CHECKPOINT_INTERVAL_S`` it asks for a PASSIVE checkpoint, and
-for a TRUNCATE checkpoint when the ``-wal`` file is larger than
-``WEALL_WAL_MAX_BYTES``. The producer runs them between blocks. A busy result
-(a reader still holds an old snapshot) is retried on the next round, never
-ignored: it is counted and logged once per round.
+Each round, every ``WEALL_CHECKPOINT_INTERVAL_S``, it asks the producer for
+a PASSIVE checkpoint, or for a TRUNCATE one when the ``-wal`` file is larger
+than ``WEALL_WAL_MAX_BYTES``. A PASSIVE checkpoint that leaves frames behind
+(a reader still holds an older snapshot) is followed by a TRUNCATE one, so
+the file shrinks as soon as that reader is done. The producer runs every
+checkpoint between blocks and lets it wait for readers for at most
+``CHECKPOINT_BUSY_TIMEOUT_MS`` (20 ms).
+
+A busy TRUNCATE is never skipped: it is retried within the round with a
+capped exponential backoff (``RETRY_FIRST_S`` doubling up to
+``RETRY_MAX_S``), and a round that ends busy starts the next one at once
+instead of sleeping, so the WAL is truncated within ``RETRY_MAX_S`` of the
+last old reader finishing. A round that needed retries logs one line.
 
 Every ``WEALL_BACKUP_INTERVAL_S`` seconds (0 turns it off) it takes a live
-backup into ``WEALL_BACKUP_DIR``, prunes old ones to the retention, and then
-asks for a TRUNCATE checkpoint, because the WAL could not be folded into the
-database while the backup's read transaction was open.
+backup into ``WEALL_BACKUP_DIR`` and prunes old ones to the retention. The
+WAL could not be folded into the database while a backup's read transaction
+was open, so the first round after a new manifest appears in
+``WEALL_BACKUP_DIR`` (from this actor or from ``weall backup``) runs a
+TRUNCATE checkpoint whatever the WAL's size.
+
+NOTE: a backup written elsewhere (``weall backup --dir``) is not noticed; the
+WAL is then truncated only once it passes its limit or PASSIVE leaves frames.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -26,9 +40,36 @@ from weall.config import Config
 from weall.errors import IpcError, StorageError
 from weall.storage.backup import prune_backups, take_backup
 
-__all__ = ["run", "wal_path", "wal_size"]
+__all__ = [
+    "CheckpointRound",
+    "checkpoint_round",
+    "run",
+    "truncate_with_retries",
+    "wal_path",
+    "wal_size",
+]
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST_S: Final = 0.05
+RETRY_MAX_S: Final = 0.25
+CALL_TIMEOUT_S: Final = 60.0
+# Busy rounds in a row between two warnings about the same reader.
+BUSY_LOG_EVERY: Final = 10
+
+
+@dataclass(frozen=True)
+class CheckpointRound:
+    """The outcome of one round: the last mode run and whether it stayed busy."""
+
+    mode: str
+    busy: bool
+    # Checkpoint requests in the round, and how many of them were busy retries.
+    attempts: int
+    retries: int
+    wal_bytes_before: int
+    wal_bytes_after: int
+    waited_s: float
 
 
 def wal_path(db_path: Path) -> Path:
@@ -42,23 +83,108 @@ def wal_size(db_path: Path) -> int:
         return 0
 
 
-async def checkpoint_once(client: ipc.IpcClient, config: Config) -> dict[str, Any]:
-    size = wal_size(config.db_path)
-    mode = "TRUNCATE" if size > config.wal_max_bytes else "PASSIVE"
-    answer = await client.call("checkpoint", timeout=60.0, mode=mode)
-    answer["mode"] = mode
-    answer["wal_bytes_before"] = size
+async def _checkpoint(client: ipc.IpcClient, mode: str) -> dict[str, Any]:
+    """Run one checkpoint in the producer.
+
+    Raises:
+        IpcError: the producer could not be reached.
+        StorageError: the producer answered with an error (a full disk, say).
+    """
+    answer = await client.call("checkpoint", timeout=CALL_TIMEOUT_S, mode=mode)
+    if not answer.get("ok"):
+        error = answer.get("error", {})
+        raise StorageError(
+            f"checkpoint {mode}: {error.get('code')}: {error.get('message')}"
+        )
     return answer
+
+
+def _left_frames(answer: dict[str, Any]) -> bool:
+    return bool(answer["busy"]) or int(answer["checkpointed"]) < int(
+        answer["wal_pages"]
+    )
+
+
+async def truncate_with_retries(
+    client: ipc.IpcClient, budget_s: float
+) -> tuple[dict[str, Any], int]:
+    """Run a TRUNCATE checkpoint, retrying a busy one until ``budget_s`` has passed.
+
+    Returns the last answer and the number of attempts.
+    """
+    deadline = trio.current_time() + budget_s
+    delay = RETRY_FIRST_S
+    attempts = 0
+    while True:
+        answer = await _checkpoint(client, "TRUNCATE")
+        attempts += 1
+        if not answer["busy"] or trio.current_time() + delay > deadline:
+            return answer, attempts
+        log.debug(
+            "checkpoint busy mode=TRUNCATE attempt=%d retry_in=%.2f", attempts, delay
+        )
+        await trio.sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_S)
+
+
+def backup_mark(backup_dir: Path) -> int:
+    """The newest modification time (ns) of a backup manifest, 0 when there is none."""
+    try:
+        return max(
+            (p.stat().st_mtime_ns for p in backup_dir.glob("weall-*.json")), default=0
+        )
+    except OSError:
+        return 0
+
+
+async def checkpoint_round(
+    client: ipc.IpcClient, config: Config, *, truncate: bool = False
+) -> CheckpointRound:
+    """Run one checkpoint round.
+
+    The round is a TRUNCATE checkpoint when ``truncate`` is set, when the WAL
+    is over its limit, or when a PASSIVE checkpoint left frames behind, and a
+    PASSIVE one otherwise.
+    """
+    started = trio.current_time()
+    before = wal_size(config.db_path)
+    attempts = 0
+    if not truncate and before <= config.wal_max_bytes:
+        answer = await _checkpoint(client, "PASSIVE")
+        attempts = 1
+        if not _left_frames(answer):
+            return CheckpointRound(
+                "PASSIVE",
+                False,
+                1,
+                0,
+                before,
+                wal_size(config.db_path),
+                trio.current_time() - started,
+            )
+    answer, more = await truncate_with_retries(client, config.checkpoint_interval_s)
+    return CheckpointRound(
+        "TRUNCATE",
+        bool(answer["busy"]),
+        attempts + more,
+        more - 1,
+        before,
+        wal_size(config.db_path),
+        trio.current_time() - started,
+    )
 
 
 def _backup_sync(config: Config) -> dict[str, Any]:
     manifest = take_backup(config.db_path, config.backup_dir)
-    prune_backups(config.backup_dir, keep_daily=config.backup_keep_daily,
-                  keep_weekly=config.backup_keep_weekly)
+    prune_backups(
+        config.backup_dir,
+        keep_daily=config.backup_keep_daily,
+        keep_weekly=config.backup_keep_weekly,
+    )
     return {"file": manifest.file, "height": manifest.height}
 
 
-async def backup_loop(client: ipc.IpcClient, config: Config) -> None:
+async def backup_loop(config: Config) -> None:
     interval = config.backup_interval_s
     if interval <= 0:
         log.info("scheduled backups off (WEALL_BACKUP_INTERVAL_S=0)")
@@ -67,47 +193,115 @@ async def backup_loop(client: ipc.IpcClient, config: Config) -> None:
         await trio.sleep(interval)
         try:
             result = await trio.to_thread.run_sync(_backup_sync, config)
-        except StorageError as exc:
+        except (StorageError, OSError) as exc:
             log.error("scheduled backup failed: %s", exc)
             continue
-        log.info("scheduled backup done file=%s height=%d", result["file"], result["height"])
-        try:
-            await client.call("checkpoint", timeout=60.0, mode="TRUNCATE")
-        except IpcError as exc:
-            log.warning("checkpoint after backup failed: %s", exc)
+        log.info(
+            "scheduled backup done file=%s height=%d", result["file"], result["height"]
+        )
 
 
-async def run(config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    async with ipc.open_client(config.producer_socket) as client, trio.open_nursery() as nursery:
-        nursery.start_soon(backup_loop, client, config)
+async def run(
+    config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with (
+        ipc.open_client(config.producer_socket) as client,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(backup_loop, config)
         task_status.started()
         await checkpoint_loop(client, config)
         nursery.cancel_scope.cancel()
 
 
+class _RoundLog:
+    """Rate-limited logging of failed and busy rounds."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.failures = 0
+        self.busy_rounds = 0
+
+    def failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if self.failures == 1 or self.failures % 60 == 0:
+            log.warning("checkpoint request failed failures=%d: %s", self.failures, exc)
+
+    def finished(self, result: CheckpointRound) -> None:
+        if self.failures:
+            log.info("recovered errors=%d", self.failures)
+            self.failures = 0
+        if result.busy:
+            self.busy_rounds += 1
+            if self.busy_rounds == 1 or self.busy_rounds % BUSY_LOG_EVERY == 0:
+                log.warning(
+                    "checkpoint busy mode=%s attempts=%d wal_bytes=%d wal_max_bytes=%d "
+                    "busy_rounds=%d retry_in=%.2f: a reader holds an old snapshot",
+                    result.mode,
+                    result.attempts,
+                    result.wal_bytes_after,
+                    self.config.wal_max_bytes,
+                    self.busy_rounds,
+                    RETRY_FIRST_S,
+                )
+            return
+        if self.busy_rounds:
+            log.info(
+                "checkpoint recovered mode=%s busy_rounds=%d wal_bytes_before=%d "
+                "wal_bytes_after=%d",
+                result.mode,
+                self.busy_rounds,
+                result.wal_bytes_before,
+                result.wal_bytes_after,
+            )
+            self.busy_rounds = 0
+        elif result.retries:
+            log.info(
+                "checkpoint done after busy retries mode=%s retries=%d waited_s=%.2f "
+                "wal_bytes_before=%d wal_bytes_after=%d",
+                result.mode,
+                result.retries,
+                result.waited_s,
+                result.wal_bytes_before,
+                result.wal_bytes_after,
+            )
+        else:
+            log.debug(
+                "checkpoint done mode=%s attempts=%d wal_bytes_before=%d wal_bytes_after=%d",
+                result.mode,
+                result.attempts,
+                result.wal_bytes_before,
+                result.wal_bytes_after,
+            )
+
+
 async def checkpoint_loop(client: ipc.IpcClient, config: Config) -> None:
-    failures = 0
-    busy_rounds = 0
+    rounds = _RoundLog(config)
+    busy = False
+    seen_backup = await trio.to_thread.run_sync(backup_mark, config.backup_dir)
     while not stop_event().is_set():
-        with trio.move_on_after(config.checkpoint_interval_s):
+        # A round that ended busy is followed by another at once: its own
+        # backoff spaces the attempts.
+        with trio.move_on_after(0 if busy else config.checkpoint_interval_s):
             await stop_event().wait()
         if stop_event().is_set():
             break
+        newest_backup = await trio.to_thread.run_sync(backup_mark, config.backup_dir)
+        after_backup = newest_backup != seen_backup
         try:
-            answer = await checkpoint_once(client, config)
-        except IpcError as exc:
-            failures += 1
-            if failures == 1 or failures % 60 == 0:
-                log.warning("checkpoint request failed failures=%d: %s", failures, exc)
+            result = await checkpoint_round(client, config, truncate=after_backup)
+        except (IpcError, StorageError) as exc:
+            rounds.failed(exc)
+            busy = False
             continue
-        if failures:
-            log.info("recovered errors=%d", failures)
-            failures = 0
-        if answer.get("busy"):
-            busy_rounds += 1
-            log.info("checkpoint busy mode=%s wal_bytes=%d rounds=%d; retrying next round",
-                     answer["mode"], answer["wal_bytes_before"], busy_rounds)
-        else:
-            busy_rounds = 0
-            log.debug("checkpoint done mode=%s wal_bytes_before=%d", answer["mode"],
-                      answer["wal_bytes_before"])
+        if after_backup:
+            seen_backup = newest_backup
+            log.info(
+                "checkpoint after backup mode=%s busy=%s wal_bytes_before=%d wal_bytes_after=%d",
+                result.mode,
+                result.busy,
+                result.wal_bytes_before,
+                result.wal_bytes_after,
+            )
+        rounds.finished(result)
+        busy = result.busy

@@ -118,7 +118,7 @@ class Producer:
         self.limiter = trio.CapacityLimiter(1)
         self.head = writer.head()
         # Set while the disk is full: block production waits for space and
-        # admission answers storage_full without touching the database.
+        # admission returns storage_full without touching the database.
         self.storage_full = False
         self.paused_at = 0.0
         self.rejected_while_full = 0

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from weall import config as config_module
 from weall.errors import StartupError, StorageError
-from weall.storage.backup import prune_backups, restore_backup, take_backup, verify_backup
+from weall.progress import Progress, run_watched
+from weall.storage.backup import (
+    BackupManifest,
+    prune_backups,
+    restore_backup,
+    take_backup,
+    verify_backup,
+)
 
 __all__ = ["register"]
 
@@ -31,13 +40,13 @@ def backup_command(args: argparse.Namespace) -> int:
     config = config_module.load()
     try:
         if args.verify is not None:
-            facts = verify_backup(args.verify)
+            facts = _verify_with_progress(args.verify)
             print(json.dumps({"ok": True, **facts}))
             return 0
         if not config.db_path.exists():
             raise StartupError(f"database {config.db_path} not found")
         directory = args.dir or config.backup_dir
-        manifest = take_backup(config.db_path, directory)
+        manifest = _take_with_progress(config.db_path, directory)
         if not args.no_prune:
             prune_backups(directory, keep_daily=config.backup_keep_daily,
                           keep_weekly=config.backup_keep_weekly)
@@ -50,8 +59,80 @@ def backup_command(args: argparse.Namespace) -> int:
 def restore_command(args: argparse.Namespace) -> int:
     config = config_module.load()
     try:
-        facts = restore_backup(args.file, config.db_path, config.lock_path)
+        facts = _restore_with_progress(args.file, config.db_path, config.lock_path)
     except StorageError as exc:
         raise StartupError(str(exc)) from None
     print(json.dumps({"ok": True, "restored": str(args.file), **facts}))
     return 0
+
+
+def _file_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _newest_temp(directory: Path, *, since: float) -> tuple[Path, int] | None:
+    """Return the newest ``weall-*.db.tmp`` modified after ``since``, with its size."""
+    newest: tuple[float, Path, int] | None = None
+    for path in directory.glob("weall-*.db.tmp"):
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        if info.st_mtime >= since and (newest is None or info.st_mtime > newest[0]):
+            newest = (info.st_mtime, path, info.st_size)
+    return None if newest is None else (newest[1], newest[2])
+
+
+def _take_with_progress(db_path: Path, directory: Path) -> BackupManifest:
+    """Run ``take_backup``, reporting the size of the copy it writes.
+
+    The total is the size of the database and its WAL, an upper bound:
+    ``VACUUM INTO`` leaves out free pages, so the copy may end below it.
+    """
+    wal = db_path.with_name(db_path.name + "-wal")
+    total = (_file_size(db_path) or 0) + (_file_size(wal) or 0)
+    started = time.time()
+
+    def poll(progress: Progress) -> None:
+        temp = _newest_temp(directory, since=started - 1)
+        if temp is not None:
+            progress.update(temp[1])
+            progress.set_phase("copying")
+        elif progress.statistics().count:
+            progress.set_phase("verifying and hashing")
+
+    with Progress("backup", total=total, unit="bytes") as progress:
+        manifest = run_watched(lambda: take_backup(db_path, directory), progress, poll)
+        progress.set_total(manifest.size_bytes)
+        progress.update(manifest.size_bytes)
+    return manifest
+
+
+def _verify_with_progress(path: Path) -> dict[str, Any]:
+    with Progress("backup --verify", total=_file_size(path), unit="bytes") as progress:
+        progress.set_phase("checking integrity")
+        facts = run_watched(lambda: verify_backup(path), progress, lambda _: None)
+        progress.update(_file_size(path) or 0)
+    return facts
+
+
+def _restore_with_progress(backup: Path, db_path: Path, lock_path: Path) -> dict[str, Any]:
+    """Run ``restore_backup``, reporting the size of the copy it writes."""
+    temp = db_path.with_name(db_path.name + ".restore.tmp")
+    size = _file_size(backup)
+
+    def poll(progress: Progress) -> None:
+        copied = _file_size(temp)
+        if copied is None:
+            progress.set_phase("checking integrity" if not progress.statistics().count else None)
+        else:
+            progress.update(copied)
+            progress.set_phase("copying")
+
+    with Progress("restore", total=size, unit="bytes") as progress:
+        facts = run_watched(lambda: restore_backup(backup, db_path, lock_path), progress, poll)
+        progress.update(size or 0)
+    return facts

@@ -10,7 +10,8 @@ after every commit and never finishes under load.
 Steps: write ``NAME.db.tmp``, fsync it, verify it (integrity check, schema
 version, genesis hash, tip hash), rename it to ``NAME.db``, fsync the
 directory, then write ``NAME.json`` (height, tip hash, time, size, SHA-256)
-the same way.
+the same way. ``verify_backup`` also checks a file against the manifest
+beside it, which finds changed bytes that the integrity check cannot see.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import Any
 
 from weall.errors import StartupError, StorageError
 from weall.storage import queries
-from weall.storage.db import check_file, open_readonly
-from weall.storage.lock import is_locked
+from weall.storage.db import check_file, open_readonly, write_tip
+from weall.storage.lock import ProducerLock, is_locked
 from weall.storage.schema import SCHEMA_VERSION, current_version
 
 __all__ = [
@@ -77,9 +78,53 @@ def _sha256(path: Path) -> str:
 def verify_backup(path: Path, *, expected_genesis: str | None = None) -> dict[str, Any]:
     """Check a backup file; return its height, tip, genesis and schema version.
 
+    When ``NAME.json`` is beside ``NAME.db``, the file's size, SHA-256 and
+    tip must match that manifest too. ``manifest`` in the result is
+    ``"matched"`` or ``"absent"``.
+
     Raises:
         StorageError: naming what failed.
     """
+    manifest = _manifest_beside(path)
+    if manifest is not None:
+        _check_against_manifest(path, manifest)
+    facts = _verify_database(path, expected_genesis)
+    if manifest is not None and (manifest.height, manifest.tip_hash) != (
+        facts["height"], facts["tip_hash"]
+    ):
+        raise StorageError(
+            f"backup {path} ends at height {facts['height']} ({facts['tip_hash']}) but its "
+            f"manifest records height {manifest.height} ({manifest.tip_hash})"
+        )
+    facts["manifest"] = "absent" if manifest is None else "matched"
+    return facts
+
+
+def _manifest_beside(path: Path) -> BackupManifest | None:
+    manifest_path = path.with_suffix(".json")
+    if path.suffix != ".db" or not manifest_path.exists():
+        return None
+    try:
+        return BackupManifest(**json.loads(manifest_path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as exc:
+        raise StorageError(f"manifest {manifest_path} is unreadable: {exc}") from None
+
+
+def _check_against_manifest(path: Path, manifest: BackupManifest) -> None:
+    size = path.stat().st_size
+    if size != manifest.size_bytes:
+        raise StorageError(
+            f"backup {path} is {size} bytes but its manifest records {manifest.size_bytes}"
+        )
+    digest = _sha256(path)
+    if digest != manifest.sha256:
+        raise StorageError(
+            f"backup {path} has SHA-256 {digest} but its manifest records {manifest.sha256}: "
+            "the file changed after the backup was taken"
+        )
+
+
+def _verify_database(path: Path, expected_genesis: str | None) -> dict[str, Any]:
     try:
         check_file(path)
     except StartupError as exc:
@@ -178,10 +223,11 @@ def prune_backups(backup_dir: Path, *, keep_daily: int, keep_weekly: int) -> lis
 
     Kept: the newest backup of each of the ``keep_daily`` most recent days
     that have one, and the newest of each of the ``keep_weekly`` most recent
-    ISO weeks that have one. Days and weeks are in UTC.
+    ISO weeks that have one. Days and weeks are in UTC. The newest backup is
+    always kept, even with both counts at 0.
     """
     manifests = sorted(list_manifests(backup_dir), key=lambda m: m.created_ms, reverse=True)
-    keep: set[str] = set()
+    keep: set[str] = {manifests[0].file} if manifests else set()
     days: list[dt.date] = []
     weeks: list[tuple[int, int]] = []
     for manifest in manifests:
@@ -208,25 +254,48 @@ def prune_backups(backup_dir: Path, *, keep_daily: int, keep_weekly: int) -> lis
 def restore_backup(backup: Path, db_path: Path, lock_path: Path) -> dict[str, Any]:
     """Replace ``db_path`` by a verified copy of ``backup``; the node must be stopped.
 
-    The database it replaces is kept beside it as ``weall.db.before-restore-<time>``.
+    The restore holds the producer lock throughout, so no producer can start
+    on a half-restored directory. The database it replaces is kept beside it
+    as ``weall.db.before-restore-<time>``, with its ``-wal`` file renamed the
+    same way so that the copy keeps every block it held. The tip file is
+    rewritten to the backup's tip.
+
+    Raises:
+        StartupError: a producer holds the lock.
+        StorageError: the backup failed verification.
     """
-    holder = is_locked(lock_path)
-    if holder is not None:
+    lock = ProducerLock(lock_path)
+    try:
+        lock.acquire()
+    except StartupError:
+        holder = is_locked(lock_path) or "unknown"
         raise StartupError(
             f"a producer (pid {holder}) holds {lock_path}; stop the node before restoring"
-        )
-    facts = verify_backup(backup)
+        ) from None
+    try:
+        facts = verify_backup(backup)
+        _replace_database(backup, db_path)
+        write_tip(db_path, facts["height"], facts["tip_hash"], sync=True)
+        _fsync_path(db_path.parent)
+    finally:
+        lock.release()
+    log.info("restored backup=%s height=%d into %s", backup, facts["height"], db_path)
+    return facts
+
+
+def _replace_database(backup: Path, db_path: Path) -> None:
     db_path.parent.mkdir(parents=True, exist_ok=True)
     temp = db_path.with_name(db_path.name + ".restore.tmp")
     shutil.copyfile(backup, temp)
     _fsync_path(temp)
     if db_path.exists():
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        os.replace(db_path, db_path.with_name(f"{db_path.name}.before-restore-{stamp}"))
-    for suffix in ("-wal", "-shm"):
-        db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
+        kept = db_path.with_name(f"{db_path.name}.before-restore-{stamp}")
+        os.replace(db_path, kept)
+        wal = db_path.with_name(db_path.name + "-wal")
+        if wal.exists():
+            os.replace(wal, kept.with_name(kept.name + "-wal"))
+    db_path.with_name(db_path.name + "-wal").unlink(missing_ok=True)
+    db_path.with_name(db_path.name + "-shm").unlink(missing_ok=True)
     os.replace(temp, db_path)
-    _fsync_path(db_path.parent)
     # The copy is in rollback-journal mode; the producer switches it back to WAL.
-    log.info("restored backup=%s height=%d into %s", backup, facts["height"], db_path)
-    return facts
