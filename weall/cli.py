@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -66,5 +67,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = 130
     except WeallError as exc:
         print(f"weall {args.command}: {exc}", file=sys.stderr)
+        code = 1
+    except sqlite3.DatabaseError as exc:
+        print(f"weall {args.command}: database error: {exc}; is it a WeAll database?", file=sys.stderr)
+        code = 1
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"weall {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
         code = 1
     raise SystemExit(code or 0)

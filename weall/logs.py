@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -74,6 +75,15 @@ class _ActorFilter(logging.Filter):
         return True
 
 
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escape_controls(message: str) -> str:
+    """Write control characters as ``\\xNN``, so a value taken from a request
+    (a path with ``%0a``, a terminal escape) can never forge a log line."""
+    return _CONTROL_CHARS.sub(lambda match: f"\\x{ord(match.group()):02x}", message)
+
+
 class _TextFormatter(logging.Formatter):
     def __init__(self, prefix: str) -> None:
         super().__init__()
@@ -82,7 +92,7 @@ class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = (
             f"{format_time(record.created)} {record.levelname} pid={record.process} "
-            f"{record.name}: {record.getMessage()}"
+            f"{record.name}: {_escape_controls(record.getMessage())}"
         )
         extra = self._exception_text(record)
         if extra:

@@ -8,6 +8,7 @@ by forwarding a signed transaction.
 from __future__ import annotations
 
 import logging
+import socket
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -18,6 +19,7 @@ from weall.actors._base import stop_event
 from weall.api.app import create_app
 from weall.api.limits import apply_connection_limits
 from weall.config import Config
+from weall.errors import StartupError
 
 __all__ = ["run"]
 
@@ -39,7 +41,22 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     return hconfig
 
 
+def _check_bind(config: Config) -> None:
+    """Raise ``StartupError`` with one line when the api's address cannot be bound."""
+    family = socket.AF_INET6 if ":" in config.api_host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((config.api_host, config.api_port))
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {config.api_bind}: {exc.strerror}; "
+                "set WEALL_API_PORT (or PORT) to a free port"
+            ) from None
+
+
 async def run(config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    _check_bind(config)
     async with ipc.open_client(config.producer_socket) as producer:
         app = create_app(config, producer)
         hconfig = hypercorn_config(config)

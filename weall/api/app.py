@@ -153,7 +153,7 @@ def _query_int(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 16:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 16:
         raise ApiError("invalid_request", f"{name} must be an integer in {low}..{high}")
     value = int(raw)
     if not low <= value <= high:
@@ -194,9 +194,9 @@ def _check_signatures(envelopes: list[Any], allow_unsigned: bool) -> list[dict[s
     verifies signatures while the producer's core admits the previous batch.
     """
     failures: list[dict[str, Any] | None] = []
-    for document in envelopes:
+    for envelope in envelopes:
         try:
-            env = parse_envelope(document, allow_unsigned=allow_unsigned)
+            env = parse_envelope(envelope, allow_unsigned=allow_unsigned)
             if env.sig is not None or not allow_unsigned:
                 env.verify_signature()
         except ProtocolError as exc:
@@ -305,6 +305,14 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         started = getattr(request, "environ_start", None)
         elapsed_ms = 0.0 if started is None else (time.perf_counter() - started) * 1000
         access_log.info("%s %s %d %.1fms", request.method, request.path, response.status_code, elapsed_ms)
+        # An error answered before the request body was read leaves that body
+        # on the connection, where the next request would wait behind it, so
+        # such a connection is closed after the answer.
+        declared = request.headers.get("Content-Length", "0") not in ("", "0") or (
+            "Transfer-Encoding" in request.headers
+        )
+        if response.status_code >= 400 and declared:
+            response.headers["Connection"] = "close"
         return response
 
     @app.get("/health")
@@ -356,7 +364,7 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
     @app.get("/v1/blocks/<height>")
     @_doc(schemas.Block)
     async def block(height: str) -> Response:
-        if not height.isdigit() or len(height) > 15:
+        if not (height.isascii() and height.isdigit()) or len(height) > 15:
             raise ApiError("invalid_request", "height must be a non-negative integer")
         view = await reader.run(lambda conn: views.block_view(conn, int(height)))
         if view is None:

@@ -27,14 +27,18 @@ body limit closes the request first.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import re
+import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -129,6 +133,12 @@ class OperatorPinsQuery(_Model):
     limit: int | None = None
 
 
+async def _read_file(path: Path, chunk_bytes: int = 256 * 1024) -> AsyncIterator[bytes]:
+    async with await trio.open_file(path, "rb") as handle:
+        while piece := await handle.read(chunk_bytes):
+            yield piece
+
+
 class _BodyTooLargeError(Exception):
     pass
 
@@ -214,20 +224,38 @@ class MediaService:
             media_type = parse_media_type(request.headers.get("Content-Type"))
         except ValueError as exc:
             return _error("unsupported_media_type", str(exc))
+        # The body goes to a spool file first: the signature covers its hash,
+        # so nothing reaches the store (which keeps every block it is given)
+        # before the signature verifies.
+        spool_dir = self.config.data_dir / "tmp"
+        spool = spool_dir / f"upload-{secrets.token_hex(8)}"
         digest = hashlib.sha256()
         try:
-            added = await (await self.backend()).add(self._hashed_body(digest), pin=False)
-        except (_BodyTooLargeError, RequestEntityTooLarge):
-            limit = self.config.ipfs_max_upload_bytes
-            return _error("too_large", f"the request body exceeds {limit} bytes", {"max_bytes": limit})
-        except IpfsError as exc:
-            log.warning("media upload not stored account=%s error=%s", account, exc)
-            return _ipfs_error(exc)
-        try:
-            check(body_hash=encode_hash(digest.digest()), replay=self.replay)
-        except SessionError as exc:
-            log.info("media upload rejected account=%s cid=%s code=%s", account, added.cid, exc.code)
-            return _session_error(exc)
+            try:
+                await trio.Path(spool_dir).mkdir(parents=True, exist_ok=True)
+                async with await trio.open_file(spool, "wb") as handle:
+                    async for piece in self._hashed_body(digest):
+                        await handle.write(piece)
+            except (_BodyTooLargeError, RequestEntityTooLarge):
+                limit = self.config.ipfs_max_upload_bytes
+                return _error("too_large", f"the request body exceeds {limit} bytes", {"max_bytes": limit})
+            except OSError as exc:
+                log.warning("media upload not spooled account=%s error=%s", account, exc)
+                return _error("storage_full" if exc.errno == errno.ENOSPC else "unavailable",
+                              "the upload could not be stored", status=503)
+            try:
+                check(body_hash=encode_hash(digest.digest()), replay=self.replay)
+            except SessionError as exc:
+                log.info("media upload rejected account=%s code=%s", account, exc.code)
+                return _session_error(exc)
+            try:
+                added = await (await self.backend()).add(_read_file(spool), pin=False)
+            except IpfsError as exc:
+                log.warning("media upload not stored account=%s error=%s", account, exc)
+                return _ipfs_error(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                await trio.Path(spool).unlink()
         return await self._accept(added, media_type, account)
 
     async def _check_session(self) -> Response | tuple[str, Callable[..., Any]]:

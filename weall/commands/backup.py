@@ -12,6 +12,7 @@ from typing import Any
 from weall import config as config_module
 from weall.errors import StartupError, StorageError
 from weall.progress import Progress, run_watched
+from weall.protocol.genesis import genesis_hash
 from weall.storage.backup import (
     BackupManifest,
     prune_backups,
@@ -33,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=backup_command)
     restore = subparsers.add_parser("restore", help="restore a backup into a stopped node")
     restore.add_argument("file", type=Path, help="the backup .db file")
+    restore.add_argument("--other-chain", action="store_true",
+                         help="restore a backup whose genesis differs from WEALL_GENESIS_PATH's")
     restore.set_defaults(func=restore_command)
 
 
@@ -56,9 +59,26 @@ def backup_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _expected_genesis(config: config_module.Config) -> str | None:
+    """The genesis hash the data directory belongs to, from its genesis document."""
+    try:
+        document = json.loads(config.genesis_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return genesis_hash(document)
+
+
 def restore_command(args: argparse.Namespace) -> int:
     config = config_module.load()
+    expected = _expected_genesis(config)
     try:
+        facts = verify_backup(args.file)
+        if expected is not None and facts["genesis_hash"] != expected and not args.other_chain:
+            raise StartupError(
+                f"backup {args.file} is of genesis {facts['genesis_hash']}, but "
+                f"{config.genesis_path} is genesis {expected}; pass --other-chain only if "
+                "this data directory is to become that chain"
+            )
         facts = _restore_with_progress(args.file, config.db_path, config.lock_path)
     except StorageError as exc:
         raise StartupError(str(exc)) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,14 +24,24 @@ from weall.protocol.envelope import build_envelope
 
 __all__ = ["register"]
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+def _default_url() -> str:
+    """The local node's api, from the same settings the node binds with."""
+    host = os.environ.get("WEALL_API_HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    port = os.environ.get("WEALL_API_PORT") or os.environ.get("PORT") or "8000"
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"
+
+
+DEFAULT_URL = _default_url()
 FINAL_STATUSES = ("committed", "rejected", "expired")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", type=Path, required=True, help="key file that signs")
     parser.add_argument("--account", help="signer account id (default: the key file's account)")
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"node API base URL (default {DEFAULT_URL})")
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"node API base URL (default from WEALL_API_HOST/WEALL_API_PORT: {DEFAULT_URL})")
     parser.add_argument("--nonce", type=int, help="nonce to use (default: the account's next nonce)")
     parser.add_argument("--chain-id", help="chain id to sign for (default: the node's)")
     parser.add_argument("--wait", action="store_true", help="wait for the commit and print the receipt")

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from weall import config as config_module
 from weall.errors import ProtocolError, StartupError
 from weall.progress import Progress
@@ -78,7 +80,21 @@ def verify_chain(conn: sqlite3.Connection, progress: Progress | None = None) -> 
             height = block["height"] + 1
             if progress is not None:
                 progress.update(height)
+    _compare_state(conn, state, prev["height"])
     return {"height": prev["height"], "txs": txs_total}
+
+
+def _compare_state(conn: sqlite3.Connection, state: MemoryState, height: int) -> None:
+    """Compare every stored state row with the replayed state at the tip."""
+    replayed = state.entries
+    seen = 0
+    for kind, key, raw in conn.execute("SELECT kind, key, value FROM state"):
+        seen += 1
+        expected = replayed.get((kind, key))
+        if expected is None or orjson.loads(raw) != expected:
+            raise VerifyError(height, f"stored state entry {kind}/{key} differs from the replay")
+    if seen != len(replayed):
+        raise VerifyError(height, f"the state table has {seen} entries, the replay {len(replayed)}")
 
 
 def _verify_one(
