@@ -55,6 +55,8 @@ T = TypeVar("T")
 RouteT = TypeVar("RouteT", bound=Callable[..., Any])
 
 MAX_BATCH = 1000
+# Batches up to this size have their signatures checked on the event loop.
+INLINE_CHECKS = 4
 STORAGE_FULL_RETRY_AFTER_S = 5
 _HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
                408: "request_timeout", 413: "too_large", 415: "unsupported_media_type",
@@ -209,7 +211,11 @@ def _check_signatures(envelopes: list[Any], allow_unsigned: bool) -> list[dict[s
 
 async def _forward(producer: IpcClient, envelopes: list[Any], config: Config) -> list[dict[str, Any]]:
     allow_unsigned = config.allow_unsigned_txs and config.mode == "dev"
-    failures = await trio.to_thread.run_sync(_check_signatures, envelopes, allow_unsigned)
+    if len(envelopes) <= INLINE_CHECKS:
+        # A thread hop costs more than a few signature checks.
+        failures = _check_signatures(envelopes, allow_unsigned)
+    else:
+        failures = await trio.to_thread.run_sync(_check_signatures, envelopes, allow_unsigned)
     passed = [doc for doc, failure in zip(envelopes, failures, strict=True) if failure is None]
     results: list[dict[str, Any]] = []
     if passed:
