@@ -30,6 +30,8 @@ from benchmarks._setup import BenchChain, write_chain
 from tests.e2e.node import Node, free_port
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {}
+# Settings every bench node gets, from the command line.
+NODE_ENV: dict[str, str] = {}
 
 
 def scenario(function: Callable[[argparse.Namespace], dict[str, Any]]) -> Callable[[argparse.Namespace], dict[str, Any]]:
@@ -39,7 +41,7 @@ def scenario(function: Callable[[argparse.Namespace], dict[str, Any]]) -> Callab
 
 def start_bench_node(workdir: Path, *, accounts: int, extra: dict[str, str] | None = None) -> tuple[Node, BenchChain]:
     chain, env = write_chain(workdir, accounts=accounts)
-    env = {"WEALL_MODE": "genesis", **env, **(extra or {})}
+    env = {"WEALL_MODE": "genesis", **env, **NODE_ENV, **(extra or {})}
     node = Node(workdir, env=env)
     node.start()
     node.wait_ready(60)
@@ -456,9 +458,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--growth-size", type=int, default=1_000_000,
                         help="accounts and posts in the large state of the growth scenario")
+    parser.add_argument("--api-workers", type=int, default=1, help="WEALL_API_WORKERS of the node")
     args = parser.parse_args()
+    NODE_ENV["WEALL_API_WORKERS"] = str(args.api_workers)
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                   "platform": platform.platform()}}))
+                                   "platform": platform.platform(), "load_average": os.getloadavg()},
+                      "node_env": NODE_ENV}))
     for name in args.scenarios:
         result = SCENARIOS[name](args)
         print(json.dumps({"scenario": name, **result}), flush=True)

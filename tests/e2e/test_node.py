@@ -224,3 +224,15 @@ def test_port_binds_all_interfaces(tmp_path: Path) -> None:
         assert f"0.0.0.0:{node.port}" in node.log()
     finally:
         node.stop()
+
+
+def test_api_workers_share_port(tmp_path: Path) -> None:
+    with running_node(tmp_path, env={"WEALL_API_WORKERS": "2"}) as node:
+        pids = node.actor_pids()
+        assert "api-2" in pids
+        assert pids["api"] != pids["api-2"]
+        for _ in range(20):
+            assert node.get("/health").status_code == 200
+        os.kill(pids["api-2"], signal.SIGKILL)
+        _wait_for(lambda: node.actor_pids().get("api-2") not in (None, pids["api-2"]))
+        assert node.actor_pids()["api"] == pids["api"]

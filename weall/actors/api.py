@@ -31,6 +31,9 @@ DRAIN_TIMEOUT_S = 10.0
 def hypercorn_config(config: Config) -> HypercornConfig:
     hconfig = HypercornConfig()
     hconfig.bind = [config.api_bind]
+    # serve() runs one process; workers > 1 only makes hypercorn set
+    # SO_REUSEPORT, so that the supervisor's api processes share the port.
+    hconfig.workers = config.api_workers
     hconfig.graceful_timeout = DRAIN_TIMEOUT_S
     hconfig.keep_alive_timeout = 75
     hconfig.read_timeout = 30
@@ -46,6 +49,8 @@ def _check_bind(config: Config) -> None:
     family = socket.AF_INET6 if ":" in config.api_host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if config.api_workers > 1:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             probe.bind((config.api_host, config.api_port))
         except OSError as exc:

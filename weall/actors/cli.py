@@ -47,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         choices=ALL_ACTOR_NAMES,
         help=f"one of {', '.join(ALL_ACTOR_NAMES)}",
     )
+    parser.add_argument(
+        "--worker", type=int, default=1, metavar="N",
+        help="which of the WEALL_API_WORKERS api processes this is (api only)",
+    )
     parser.set_defaults(func=_run_actor_command)
 
 
@@ -58,7 +62,8 @@ def _run_actor_command(args: argparse.Namespace) -> int:
         # Logging is not set up without settings, so this is the CLI's one line.
         print(f"weall actor: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logs.setup(name, config.log_level, config.log_format)
+    label = name if args.worker <= 1 else f"{name}-{args.worker}"
+    logs.setup(label, config.log_level, config.log_format)
     try:
         module = importlib.import_module(f"weall.actors.{name}")
     except Exception:
@@ -66,4 +71,4 @@ def _run_actor_command(args: argparse.Namespace) -> int:
             "cannot import weall.actors.%s", name
         )
         return EXIT_FAILURE
-    return run_actor(name, module.run, config, grace_s=DRAIN_GRACE_S[name])
+    return run_actor(label, module.run, config, grace_s=DRAIN_GRACE_S[name])

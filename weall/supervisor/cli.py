@@ -86,18 +86,25 @@ def resolve_actors(
     return requested
 
 
-def build_specs(actors: Sequence[str]) -> list[ActorSpec]:
-    """Build the child specs of the real actors, each run as ``weall actor NAME``."""
-    return [
-        ActorSpec(
-            name=name,
-            argv=(sys.executable, "-m", "weall", "actor", name),
-            restart=RestartType.PERMANENT,
-            shutdown_grace_s=DRAIN_GRACE_S[name] + KILL_MARGIN_S,
-            start_timeout_s=START_TIMEOUT_S.get(name, DEFAULT_START_TIMEOUT_S),
-        )
-        for name in actors
-    ]
+def build_specs(actors: Sequence[str], *, api_workers: int = 1) -> list[ActorSpec]:
+    """Build the child specs of the real actors, each run as ``weall actor NAME``.
+
+    With ``api_workers`` above 1 the api runs as that many processes,
+    ``api``, ``api-2``, ..., which share its port through SO_REUSEPORT.
+    """
+    specs = []
+    for name in actors:
+        copies = api_workers if name == "api" else 1
+        for worker in range(1, copies + 1):
+            extra = ("--worker", str(worker)) if copies > 1 else ()
+            specs.append(ActorSpec(
+                name=name if worker == 1 else f"{name}-{worker}",
+                argv=(sys.executable, "-m", "weall", "actor", name, *extra),
+                restart=RestartType.PERMANENT,
+                shutdown_grace_s=DRAIN_GRACE_S[name] + KILL_MARGIN_S,
+                start_timeout_s=START_TIMEOUT_S.get(name, DEFAULT_START_TIMEOUT_S),
+            ))
+    return specs
 
 
 def run_supervisor(
@@ -151,7 +158,7 @@ def _supervise_command(args: argparse.Namespace) -> int:
     except (StartupError, ConfigError) as exc:
         print(f"weall supervise: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return run_supervisor(build_specs(actors), config)
+    return run_supervisor(build_specs(actors, api_workers=config.api_workers), config)
 
 
 def _status_command(args: argparse.Namespace) -> int:
