@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,13 +107,13 @@ def ingest(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for _ in range(args.rounds):
                 bodies = chain.envelopes(count)
-                result = trio.run(lambda: post_all(node.url, "/v1/tx/submit", bodies,
+                result = trio.run(lambda bodies=bodies: post_all(node.url, "/v1/tx/submit", bodies,
                                                    concurrency=args.concurrency, timeout_s=120))
                 acked = list(result.acked_at_ms)
                 settle = wait_committed(node)
                 node_rates.append(result.rate)
                 committed_rates.append(len(acked) / (result.elapsed_s + settle))
-                baseline = trio.run(lambda: post_all(f"http://127.0.0.1:{bare_port}", "/v1/tx/submit",
+                baseline = trio.run(lambda bodies=bodies: post_all(f"http://127.0.0.1:{bare_port}", "/v1/tx/submit",
                                                      bodies, concurrency=args.concurrency, timeout_s=120))
                 bare_rates.append(baseline.rate)
         finally:
@@ -227,14 +228,14 @@ def reads(args: argparse.Namespace) -> dict[str, Any]:
                 rest.append(percentile(trio.run(_read_loop, node.url, paths, 3.0), 0.99))
                 batches = [{"envelopes": chain.envelopes(1000)} for _ in range(15)]
 
-                async def both() -> list[float]:
+                async def both(batches: list[Any]) -> list[float]:
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(lambda: post_all(node.url, "/v1/tx/batch", batches,
-                                                            concurrency=2, timeout_s=60))
+                        nursery.start_soon(partial(post_all, node.url, "/v1/tx/batch", batches,
+                                                   concurrency=2, timeout_s=60))
                         found = await _read_loop(node.url, paths, 5.0)
                     return found
 
-                loaded.append(percentile(trio.run(both), 0.99))
+                loaded.append(percentile(trio.run(both, batches), 0.99))
                 wait_committed(node)
         finally:
             node.stop()
@@ -441,8 +442,8 @@ def wal_backup(args: argparse.Namespace) -> dict[str, Any]:
         conn = sqlite3.connect(f"file:{Path(tmp) / 'data' / 'weall.db'}?mode=ro", uri=True)
         stamps = [row[0] for row in conn.execute("SELECT timestamp_ms FROM blocks ORDER BY height")]
         conn.close()
-    gaps_during = [b - a for a, b in zip(stamps, stamps[1:]) if b >= window[0] and a <= window[1]]
-    gaps_other = [b - a for a, b in zip(stamps, stamps[1:]) if b < window[0] or a > window[1]]
+    gaps_during = [b - a for a, b in zip(stamps, stamps[1:], strict=False) if b >= window[0] and a <= window[1]]
+    gaps_other = [b - a for a, b in zip(stamps, stamps[1:], strict=False) if b < window[0] or a > window[1]]
     return {"wal_max_mb": round(max(wal_sizes) / 2**20, 1), "wal_limit_mb": 16,
             "backup_s": round((window[1] - window[0]) / 1000, 2),
             "longest_gap_ms_during_backup": max(gaps_during) if gaps_during else None,

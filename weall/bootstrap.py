@@ -116,7 +116,8 @@ def load_genesis(config: Config) -> dict[str, Any]:
             f"genesis document {config.genesis_path} is for chain {document['chain_id']!r} "
             f"but WEALL_CHAIN_ID is {config.chain_id!r}"
         )
-    return document
+    checked: dict[str, Any] = document
+    return checked
 
 
 def create_database(config: Config, document: dict[str, Any], node: keys.KeyPair) -> None:

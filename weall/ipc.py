@@ -79,10 +79,8 @@ async def serve(
     must hold whatever lock makes it the only server for ``path``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # noqa: ASYNC240 - a local unlink, before anything awaits
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     await sock.bind(str(path))
     os.chmod(path, 0o600)
@@ -98,7 +96,7 @@ async def serve(
     finally:
         # Unlink first: aclose() is a checkpoint and raises Cancelled here.
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            path.unlink()  # noqa: ASYNC240 - must not checkpoint while cancelled
         with trio.CancelScope(shield=True):
             await listener.aclose()
 
@@ -183,7 +181,7 @@ class IpcClient:
                 waiter.close()
             self._pending.clear()
 
-    async def call(self, op: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
+    async def call(self, op: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:  # noqa: ASYNC109
         """Send ``{"op": op, **fields}`` and return the answer."""
         if self._closed:
             raise IpcError("client is closed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -100,10 +101,8 @@ class Node:
         except (OSError, ValueError):
             pids = []
         for pid in [self.process.pid, *pids]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process.wait(10)
 
     def cli(self, *args: str, check: bool = False, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -137,7 +136,5 @@ def running_node(workdir: Path, **kwargs: Any) -> Iterator[Node]:
         yield node
     finally:
         if node.process is not None and node.process.poll() is None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 node.stop()
-            except subprocess.TimeoutExpired:
-                pass

@@ -133,4 +133,5 @@ def verify_session(
     if not verify(raw_key, message, raw_sig):
         raise SessionError("session_bad_signature", "the signature does not verify")
     replay.check_and_add(headers.signature, headers.timestamp_ms, now)
-    return session
+    record: dict[str, Any] = session
+    return record

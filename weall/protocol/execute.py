@@ -62,7 +62,8 @@ def find_key(
                 "key_not_allowed", "session key expired",
                 {"expires_at_ms": session["expires_at_ms"]},
             )
-        return session
+        found: dict[str, Any] = session
+        return found
     raise TxRejected("key_not_allowed", f"pubkey is not an active key of {account['id']}")
 
 

@@ -85,7 +85,7 @@ def post_create(ctx: TxContext) -> dict[str, Any]:
     body = get_text(ctx.payload, "body", ctx.params["max_post_chars"])
     media = _check_media(ctx)
     group_id = _check_group(ctx)
-    post = {
+    post: dict[str, Any] = {
         "id": ctx.tx_id,
         "kind": "post",
         "author": ctx.signer,
@@ -158,7 +158,7 @@ def comment_create(ctx: TxContext) -> dict[str, Any]:
     post = ctx.state.get("post", post_id)
     if post is None or not is_visible(post):
         raise TxRejected("conflict", "the post is deleted or hidden", {"post_id": post_id})
-    comment = {
+    comment: dict[str, Any] = {
         "id": ctx.tx_id,
         "kind": "comment",
         "author": ctx.signer,
