@@ -17,9 +17,10 @@ last old reader finishing. A round that needed retries logs one line.
 Every ``WEALL_BACKUP_INTERVAL_S`` seconds (0 turns it off) it takes a live
 backup into ``WEALL_BACKUP_DIR`` and prunes old ones to the retention. The
 WAL could not be folded into the database while a backup's read transaction
-was open, so the first round after a new manifest appears in
-``WEALL_BACKUP_DIR`` (from this actor or from ``weall backup``) runs a
-TRUNCATE checkpoint whatever the WAL's size.
+was open. So between rounds the checkpointer looks for a new manifest in
+``WEALL_BACKUP_DIR`` every ``BACKUP_POLL_S`` (from this actor or from
+``weall backup``), and when one appears it runs a TRUNCATE round at once,
+whatever the WAL's size.
 
 NOTE: a backup written elsewhere (``weall backup --dir``) is not noticed; the
 WAL is then truncated only once it passes its limit or PASSIVE leaves frames.
@@ -56,6 +57,7 @@ RETRY_MAX_S: Final = 0.25
 CALL_TIMEOUT_S: Final = 60.0
 # Busy rounds in a row between two warnings about the same reader.
 BUSY_LOG_EVERY: Final = 10
+BACKUP_POLL_S: Final = 0.25
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,24 @@ class _RoundLog:
             )
 
 
+async def _wait_next_round(config: Config, seen_backup: int, delay_s: float) -> int:
+    """Sleep ``delay_s``, less when a new backup manifest appears or the actor stops.
+
+    Returns the newest manifest's mark.
+    """
+    deadline = trio.current_time() + delay_s
+    while True:
+        with trio.move_on_at(min(deadline, trio.current_time() + BACKUP_POLL_S)):
+            await stop_event().wait()
+        mark = await trio.to_thread.run_sync(backup_mark, config.backup_dir)
+        if (
+            stop_event().is_set()
+            or mark != seen_backup
+            or trio.current_time() >= deadline
+        ):
+            return mark
+
+
 async def checkpoint_loop(client: ipc.IpcClient, config: Config) -> None:
     rounds = _RoundLog(config)
     busy = False
@@ -282,11 +302,10 @@ async def checkpoint_loop(client: ipc.IpcClient, config: Config) -> None:
     while not stop_event().is_set():
         # A round that ended busy is followed by another at once: its own
         # backoff spaces the attempts.
-        with trio.move_on_after(0 if busy else config.checkpoint_interval_s):
-            await stop_event().wait()
+        delay_s = 0.0 if busy else config.checkpoint_interval_s
+        newest_backup = await _wait_next_round(config, seen_backup, delay_s)
         if stop_event().is_set():
             break
-        newest_backup = await trio.to_thread.run_sync(backup_mark, config.backup_dir)
         after_backup = newest_backup != seen_backup
         try:
             result = await checkpoint_round(client, config, truncate=after_backup)
