@@ -35,12 +35,16 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {}
 NODE_ENV: dict[str, str] = {}
 
 
-def scenario(function: Callable[[argparse.Namespace], dict[str, Any]]) -> Callable[[argparse.Namespace], dict[str, Any]]:
+def scenario(
+    function: Callable[[argparse.Namespace], dict[str, Any]],
+) -> Callable[[argparse.Namespace], dict[str, Any]]:
     SCENARIOS[function.__name__] = function
     return function
 
 
-def start_bench_node(workdir: Path, *, accounts: int, extra: dict[str, str] | None = None) -> tuple[Node, BenchChain]:
+def start_bench_node(
+    workdir: Path, *, accounts: int, extra: dict[str, str] | None = None
+) -> tuple[Node, BenchChain]:
     chain, env = write_chain(workdir, accounts=accounts)
     env = {"WEALL_MODE": "genesis", **env, **NODE_ENV, **(extra or {})}
     node = Node(workdir, env=env)
@@ -51,9 +55,18 @@ def start_bench_node(workdir: Path, *, accounts: int, extra: dict[str, str] | No
 
 def start_bare(port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--bind", f"127.0.0.1:{port}",
-         "benchmarks.bare_app:app"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "--worker-class",
+            "trio",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "benchmarks.bare_app:app",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -67,9 +80,15 @@ def start_bare(port: int) -> subprocess.Popen[bytes]:
 
 
 def pending_count(node: Node) -> int:
-    conn = sqlite3.connect(f"file:{node.workdir / 'data' / 'weall.db'}?mode=ro", uri=True)
+    conn = sqlite3.connect(
+        f"file:{node.workdir / 'data' / 'weall.db'}?mode=ro", uri=True
+    )
     try:
-        return int(conn.execute("SELECT COUNT(*) FROM txs WHERE status = 'pending'").fetchone()[0])
+        return int(
+            conn.execute(
+                "SELECT COUNT(*) FROM txs WHERE status = 'pending'"
+            ).fetchone()[0]
+        )
     finally:
         conn.close()
 
@@ -85,7 +104,9 @@ def wait_committed(node: Node, timeout: float = 300.0) -> float:
 
 def block_times(node: Node) -> dict[str, int]:
     """tx id -> timestamp of the block that committed it."""
-    conn = sqlite3.connect(f"file:{node.workdir / 'data' / 'weall.db'}?mode=ro", uri=True)
+    conn = sqlite3.connect(
+        f"file:{node.workdir / 'data' / 'weall.db'}?mode=ro", uri=True
+    )
     try:
         rows = conn.execute(
             "SELECT txs.tx_id, blocks.timestamp_ms FROM txs JOIN blocks ON blocks.height = txs.height"
@@ -107,14 +128,28 @@ def ingest(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for _ in range(args.rounds):
                 bodies = chain.envelopes(count)
-                result = trio.run(lambda bodies=bodies: post_all(node.url, "/v1/tx/submit", bodies,
-                                                   concurrency=args.concurrency, timeout_s=120))
+                result = trio.run(
+                    lambda bodies=bodies: post_all(
+                        node.url,
+                        "/v1/tx/submit",
+                        bodies,
+                        concurrency=args.concurrency,
+                        timeout_s=120,
+                    )
+                )
                 acked = list(result.acked_at_ms)
                 settle = wait_committed(node)
                 node_rates.append(result.rate)
                 committed_rates.append(len(acked) / (result.elapsed_s + settle))
-                baseline = trio.run(lambda bodies=bodies: post_all(f"http://127.0.0.1:{bare_port}", "/v1/tx/submit",
-                                                     bodies, concurrency=args.concurrency, timeout_s=120))
+                baseline = trio.run(
+                    lambda bodies=bodies: post_all(
+                        f"http://127.0.0.1:{bare_port}",
+                        "/v1/tx/submit",
+                        bodies,
+                        concurrency=args.concurrency,
+                        timeout_s=120,
+                    )
+                )
                 bare_rates.append(baseline.rate)
         finally:
             bare.send_signal(signal.SIGTERM)
@@ -148,11 +183,17 @@ def _node_pids(node: Node) -> list[int]:
     return [node.process.pid, *node.actor_pids().values()]
 
 
-def _batch_load(node: Node, chain: BenchChain, total: int, clients: int) -> tuple[float, float]:
+def _batch_load(
+    node: Node, chain: BenchChain, total: int, clients: int
+) -> tuple[float, float]:
     """Send ``total`` posts in batches of 1000; return (ack rate, committed rate)."""
     batches = [{"envelopes": chain.envelopes(1000)} for _ in range(total // 1000)]
     started = time.perf_counter()
-    result = trio.run(lambda: post_all(node.url, "/v1/tx/batch", batches, concurrency=clients, timeout_s=300))
+    result = trio.run(
+        lambda: post_all(
+            node.url, "/v1/tx/batch", batches, concurrency=clients, timeout_s=300
+        )
+    )
     acked = result.elapsed_s
     wait_committed(node)
     elapsed = time.perf_counter() - started
@@ -165,7 +206,9 @@ def batch(args: argparse.Namespace) -> dict[str, Any]:
     total = max(10_000, args.count * 10)
     committed, acked_rates = [], []
     with tempfile.TemporaryDirectory(prefix="weall-bench-") as tmp:
-        node, chain = start_bench_node(Path(tmp), accounts=max(200, total * args.rounds // 50))
+        node, chain = start_bench_node(
+            Path(tmp), accounts=max(200, total * args.rounds // 50)
+        )
         try:
             for _ in range(args.rounds):
                 acked, done = _batch_load(node, chain, total, clients=2)
@@ -173,33 +216,62 @@ def batch(args: argparse.Namespace) -> dict[str, Any]:
                 committed.append(done)
         finally:
             node.stop()
-    return {"committed_tx_per_s": summary(committed), "acked_tx_per_s": summary(acked_rates),
-            "target": ">= 5000 tx/s committed", "ratio_to_target": summary([c / 5000 for c in committed])}
+    return {
+        "committed_tx_per_s": summary(committed),
+        "acked_tx_per_s": summary(acked_rates),
+        "target": ">= 5000 tx/s committed",
+        "ratio_to_target": summary([c / 5000 for c in committed]),
+    }
 
 
 @scenario
 def latency(args: argparse.Namespace) -> dict[str, Any]:
     """202-to-committed latency at half of the maximum single-submit rate."""
     with tempfile.TemporaryDirectory(prefix="weall-bench-") as tmp:
-        node, chain = start_bench_node(Path(tmp), accounts=max(100, args.count * (args.rounds + 1) // 40))
+        node, chain = start_bench_node(
+            Path(tmp), accounts=max(100, args.count * (args.rounds + 1) // 40)
+        )
         try:
-            probe = trio.run(lambda: post_all(node.url, "/v1/tx/submit", chain.envelopes(args.count),
-                                              concurrency=args.concurrency, timeout_s=120))
+            probe = trio.run(
+                lambda: post_all(
+                    node.url,
+                    "/v1/tx/submit",
+                    chain.envelopes(args.count),
+                    concurrency=args.concurrency,
+                    timeout_s=120,
+                )
+            )
             wait_committed(node)
             rate = probe.rate / 2
             p50s, p99s = [], []
             for _ in range(args.rounds):
-                result = trio.run(lambda: post_all(node.url, "/v1/tx/submit", chain.envelopes(int(rate * 5)),
-                                                   concurrency=args.concurrency, timeout_s=60, rate_per_s=rate))
+                result = trio.run(
+                    lambda: post_all(
+                        node.url,
+                        "/v1/tx/submit",
+                        chain.envelopes(int(rate * 5)),
+                        concurrency=args.concurrency,
+                        timeout_s=60,
+                        rate_per_s=rate,
+                    )
+                )
                 wait_committed(node)
                 committed_at = block_times(node)
-                delays = [committed_at[t] - acked for t, acked in result.acked_at_ms.items() if t in committed_at]
+                delays = [
+                    committed_at[t] - acked
+                    for t, acked in result.acked_at_ms.items()
+                    if t in committed_at
+                ]
                 p50s.append(percentile(delays, 0.5))
                 p99s.append(percentile(delays, 0.99))
         finally:
             node.stop()
-    return {"rate_tx_per_s": round(rate, 1), "p50_ms": summary(p50s), "p99_ms": summary(p99s),
-            "target_p99_ms": "<= block_interval_ms + 100 = 1100"}
+    return {
+        "rate_tx_per_s": round(rate, 1),
+        "p50_ms": summary(p50s),
+        "p99_ms": summary(p99s),
+        "target_p99_ms": "<= block_interval_ms + 100 = 1100",
+    }
 
 
 async def _read_loop(url: str, paths: list[str], seconds: float) -> list[float]:
@@ -221,17 +293,29 @@ def reads(args: argparse.Namespace) -> dict[str, Any]:
     rest, loaded = [], []
     with tempfile.TemporaryDirectory(prefix="weall-bench-") as tmp:
         node, chain = start_bench_node(Path(tmp), accounts=2000)
-        paths = [f"/v1/accounts/@bench{i:05d}" for i in range(0, 2000, 97)] + ["/v1/feed"]
+        paths = [f"/v1/accounts/@bench{i:05d}" for i in range(0, 2000, 97)] + [
+            "/v1/feed"
+        ]
         try:
             _batch_load(node, chain, 5000, clients=2)
             for _ in range(args.rounds):
-                rest.append(percentile(trio.run(_read_loop, node.url, paths, 3.0), 0.99))
+                rest.append(
+                    percentile(trio.run(_read_loop, node.url, paths, 3.0), 0.99)
+                )
                 batches = [{"envelopes": chain.envelopes(1000)} for _ in range(15)]
 
                 async def both(batches: list[Any]) -> list[float]:
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(partial(post_all, node.url, "/v1/tx/batch", batches,
-                                                   concurrency=2, timeout_s=60))
+                        nursery.start_soon(
+                            partial(
+                                post_all,
+                                node.url,
+                                "/v1/tx/batch",
+                                batches,
+                                concurrency=2,
+                                timeout_s=60,
+                            )
+                        )
                         found = await _read_loop(node.url, paths, 5.0)
                     return found
 
@@ -239,9 +323,14 @@ def reads(args: argparse.Namespace) -> dict[str, Any]:
                 wait_committed(node)
         finally:
             node.stop()
-    return {"p99_ms_at_rest": summary(rest), "p99_ms_under_write_load": summary(loaded),
-            "ratio_loaded_to_rest": summary([b / a for a, b in zip(rest, loaded, strict=True)]),
-            "target_p99_ms": "< 25"}
+    return {
+        "p99_ms_at_rest": summary(rest),
+        "p99_ms_under_write_load": summary(loaded),
+        "ratio_loaded_to_rest": summary(
+            [b / a for a, b in zip(rest, loaded, strict=True)]
+        ),
+        "target_p99_ms": "< 25",
+    }
 
 
 @scenario
@@ -250,7 +339,9 @@ def restart_rss(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="weall-bench-") as tmp:
         # Many kills in a row on purpose: lift the restart budget for this run.
-        node, chain = start_bench_node(Path(tmp), accounts=500, extra={"WEALL_RESTART_MAX": "1000"})
+        node, chain = start_bench_node(
+            Path(tmp), accounts=500, extra={"WEALL_RESTART_MAX": "1000"}
+        )
         bare_port = free_port()
         bare = start_bare(bare_port)
         try:
@@ -263,7 +354,15 @@ def restart_rss(args: argparse.Namespace) -> dict[str, Any]:
                 nonlocal peak
                 batches = [{"envelopes": chain.envelopes(1000)} for _ in range(10)]
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(lambda: post_all(node.url, "/v1/tx/batch", batches, concurrency=2, timeout_s=60))
+                    nursery.start_soon(
+                        lambda: post_all(
+                            node.url,
+                            "/v1/tx/batch",
+                            batches,
+                            concurrency=2,
+                            timeout_s=60,
+                        )
+                    )
                     for _ in range(40):
                         peak = max(peak, _rss_mb(_node_pids(node)))
                         await trio.sleep(0.25)
@@ -280,11 +379,16 @@ def restart_rss(args: argparse.Namespace) -> dict[str, Any]:
                     os.kill(old, signal.SIGKILL)
                     while True:
                         try:
-                            document = json.loads((node.run_dir / "actors.json").read_text())
+                            document = json.loads(
+                                (node.run_dir / "actors.json").read_text()
+                            )
                         except (OSError, ValueError):
                             document = {}
                         info = document.get(name, {})
-                        if info.get("pid") not in (None, old) and info.get("state") == "running":
+                        if (
+                            info.get("pid") not in (None, old)
+                            and info.get("state") == "running"
+                        ):
                             break
                         time.sleep(0.005)
                     times.append((time.perf_counter() - started) * 1000)
@@ -311,21 +415,50 @@ def _fill_state(writer: Any, count: int) -> None:
         rows = []
         for index in range(start, min(count, start + step)):
             account_id = f"@filler{index:08d}"
-            rows.append(("account", account_id, orjson.dumps(new_account(account_id, pubkey, tier=2))))
+            rows.append(
+                (
+                    "account",
+                    account_id,
+                    orjson.dumps(new_account(account_id, pubkey, tier=2)),
+                )
+            )
             post_id = "b" + f"{index:052d}".replace("0", "a").replace("1", "b")[:52]
-            post = {"id": post_id, "kind": "post", "author": account_id, "body": "filler post",
-                    "media": [], "group_id": None, "height": 1, "timestamp_ms": 1, "edited_at_ms": None,
-                    "deleted": False, "hidden": False, "comment_count": 0, "reactions": {}, "flag_count": 0}
+            post = {
+                "id": post_id,
+                "kind": "post",
+                "author": account_id,
+                "body": "filler post",
+                "media": [],
+                "group_id": None,
+                "height": 1,
+                "timestamp_ms": 1,
+                "edited_at_ms": None,
+                "deleted": False,
+                "hidden": False,
+                "comment_count": 0,
+                "reactions": {},
+                "flag_count": 0,
+            }
             key = index_key(1, post_id)
             rows.append(("post", post_id, orjson.dumps(post)))
             rows.append(("feed", key, orjson.dumps({"post_id": post_id})))
-            rows.append(("account_post", f"{account_id}/{key}", orjson.dumps({"post_id": post_id})))
+            rows.append(
+                (
+                    "account_post",
+                    f"{account_id}/{key}",
+                    orjson.dumps({"post_id": post_id}),
+                )
+            )
         writer.conn.execute("BEGIN IMMEDIATE")
-        writer.conn.executemany("INSERT OR REPLACE INTO state (kind, key, value) VALUES (?, ?, ?)", rows)
+        writer.conn.executemany(
+            "INSERT OR REPLACE INTO state (kind, key, value) VALUES (?, ?, ?)", rows
+        )
         writer.conn.execute("COMMIT")
 
 
-def _growth_run(size: int, blocks: int, per_block: int) -> tuple[list[float], list[float]]:
+def _growth_run(
+    size: int, blocks: int, per_block: int
+) -> tuple[list[float], list[float]]:
     from weall.bootstrap import create_database
     from weall.config import load as load_config
     from weall.protocol import keys as keys_module
@@ -337,7 +470,13 @@ def _growth_run(size: int, blocks: int, per_block: int) -> tuple[list[float], li
     with tempfile.TemporaryDirectory(prefix="weall-growth-") as tmp:
         workdir = Path(tmp)
         chain, env = write_chain(workdir, accounts=100)
-        config = load_config({**env, "WEALL_MODE": "genesis", "WEALL_DB_PATH": str(workdir / "data" / "weall.db")})
+        config = load_config(
+            {
+                **env,
+                "WEALL_MODE": "genesis",
+                "WEALL_DB_PATH": str(workdir / "data" / "weall.db"),
+            }
+        )
         document = json.loads(config.genesis_path.read_text())
         node_key = keys_module.load_key_file(config.node_key_path)
         create_database(config, document, node_key)
@@ -350,8 +489,15 @@ def _growth_run(size: int, blocks: int, per_block: int) -> tuple[list[float], li
             writer.store_pending([(e, 0) for e in envs])
             head = writer.head()
             started = time.perf_counter()
-            block = build_block(writer.state, head["header"], envs, timestamp_ms=head["header"]["timestamp_ms"] + 1000,
-                                genesis=info, producer_pubkey=node_key.pubkey, sign=node_key.sign)
+            block = build_block(
+                writer.state,
+                head["header"],
+                envs,
+                timestamp_ms=head["header"]["timestamp_ms"] + 1000,
+                genesis=info,
+                producer_pubkey=node_key.pubkey,
+                sign=node_key.sign,
+            )
             applied = time.perf_counter()
             writer.commit_block(block)
             done = time.perf_counter()
@@ -371,11 +517,18 @@ def growth(args: argparse.Namespace) -> dict[str, Any]:
 
     return {
         "state_sizes": [10_000, args.growth_size],
-        "apply_ms_small": summary(small[0]), "apply_ms_large": summary(large[0]),
-        "commit_ms_small": summary(small[1]), "commit_ms_large": summary(large[1]),
-        "ratio_apply_large_to_small": round(statistics.median(large[0]) / statistics.median(small[0]), 2),
-        "ratio_commit_large_to_small": round(statistics.median(large[1]) / statistics.median(small[1]), 2),
-        "target_ratio": "<= 1.3", "txs_per_block": 1000,
+        "apply_ms_small": summary(small[0]),
+        "apply_ms_large": summary(large[0]),
+        "commit_ms_small": summary(small[1]),
+        "commit_ms_large": summary(large[1]),
+        "ratio_apply_large_to_small": round(
+            statistics.median(large[0]) / statistics.median(small[0]), 2
+        ),
+        "ratio_commit_large_to_small": round(
+            statistics.median(large[1]) / statistics.median(small[1]), 2
+        ),
+        "target_ratio": "<= 1.3",
+        "txs_per_block": 1000,
     }
 
 
@@ -392,8 +545,19 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             node.stop()
         for _ in range(args.rounds):
-            result = subprocess.run([sys.executable, "-m", "weall", "verify", "--db", str(Path(tmp) / "data" / "weall.db")],
-                                    capture_output=True, text=True, env={**os.environ, **{"WEALL_CHAIN_ID": "weall-bench"}})
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "weall",
+                    "verify",
+                    "--db",
+                    str(Path(tmp) / "data" / "weall.db"),
+                ],
+                capture_output=True,
+                text=True,
+                env={**os.environ, **{"WEALL_CHAIN_ID": "weall-bench"}},
+            )
             line = result.stdout.strip().splitlines()[-1]
             rates.append(float(line.split("(")[1].split()[0]))
     key = nacl.signing.SigningKey.generate()
@@ -402,16 +566,25 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(20_000):
         key.verify_key.verify(signed)
     sig_rate = 20_000 / (time.perf_counter() - started)
-    return {"verify_tx_per_s": summary(rates), "bare_signature_checks_per_s": round(sig_rate),
-            "ratio_to_signature_checks": summary([r / sig_rate for r in rates])}
+    return {
+        "verify_tx_per_s": summary(rates),
+        "bare_signature_checks_per_s": round(sig_rate),
+        "ratio_to_signature_checks": summary([r / sig_rate for r in rates]),
+    }
 
 
 @scenario
 def wal_backup(args: argparse.Namespace) -> dict[str, Any]:
     """WAL size under sustained load, and the longest block gap during a live backup."""
     with tempfile.TemporaryDirectory(prefix="weall-bench-") as tmp:
-        node, chain = start_bench_node(Path(tmp), accounts=1000,
-                                       extra={"WEALL_WAL_MAX_BYTES": str(16 * 1024 * 1024), "WEALL_CHECKPOINT_INTERVAL_S": "1"})
+        node, chain = start_bench_node(
+            Path(tmp),
+            accounts=1000,
+            extra={
+                "WEALL_WAL_MAX_BYTES": str(16 * 1024 * 1024),
+                "WEALL_CHECKPOINT_INTERVAL_S": "1",
+            },
+        )
         wal = Path(tmp) / "data" / "weall.db-wal"
         wal_sizes: list[int] = []
         window: list[float] = []
@@ -421,8 +594,16 @@ def wal_backup(args: argparse.Namespace) -> dict[str, Any]:
             async def sustained() -> None:
                 batches = [{"envelopes": chain.envelopes(1000)} for _ in range(30)]
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(lambda: post_all(node.url, "/v1/tx/batch", batches, concurrency=1, timeout_s=120,
-                                                        rate_per_s=2.0))
+                    nursery.start_soon(
+                        lambda: post_all(
+                            node.url,
+                            "/v1/tx/batch",
+                            batches,
+                            concurrency=1,
+                            timeout_s=120,
+                            rate_per_s=2.0,
+                        )
+                    )
 
                     async def sample() -> None:
                         for _ in range(300):
@@ -432,39 +613,78 @@ def wal_backup(args: argparse.Namespace) -> dict[str, Any]:
                     nursery.start_soon(sample)
                     await trio.sleep(4)
                     window.append(time.time() * 1000)
-                    await trio.to_thread.run_sync(lambda: node.cli("backup", check=True, timeout=300))
+                    await trio.to_thread.run_sync(
+                        lambda: node.cli("backup", check=True, timeout=300)
+                    )
                     window.append(time.time() * 1000)
 
             trio.run(sustained)
             wait_committed(node)
         finally:
             node.stop()
-        conn = sqlite3.connect(f"file:{Path(tmp) / 'data' / 'weall.db'}?mode=ro", uri=True)
-        stamps = [row[0] for row in conn.execute("SELECT timestamp_ms FROM blocks ORDER BY height")]
+        conn = sqlite3.connect(
+            f"file:{Path(tmp) / 'data' / 'weall.db'}?mode=ro", uri=True
+        )
+        stamps = [
+            row[0]
+            for row in conn.execute("SELECT timestamp_ms FROM blocks ORDER BY height")
+        ]
         conn.close()
-    gaps_during = [b - a for a, b in zip(stamps, stamps[1:], strict=False) if b >= window[0] and a <= window[1]]
-    gaps_other = [b - a for a, b in zip(stamps, stamps[1:], strict=False) if b < window[0] or a > window[1]]
-    return {"wal_max_mb": round(max(wal_sizes) / 2**20, 1), "wal_limit_mb": 16,
-            "backup_s": round((window[1] - window[0]) / 1000, 2),
-            "longest_gap_ms_during_backup": max(gaps_during) if gaps_during else None,
-            "longest_gap_ms_otherwise": max(gaps_other) if gaps_other else None,
-            "target_gap_ms": "<= 2 x block_interval_ms = 2000"}
+    gaps_during = [
+        b - a
+        for a, b in zip(stamps, stamps[1:], strict=False)
+        if b >= window[0] and a <= window[1]
+    ]
+    gaps_other = [
+        b - a
+        for a, b in zip(stamps, stamps[1:], strict=False)
+        if b < window[0] or a > window[1]
+    ]
+    return {
+        "wal_max_mb": round(max(wal_sizes) / 2**20, 1),
+        "wal_limit_mb": 16,
+        "backup_s": round((window[1] - window[0]) / 1000, 2),
+        "longest_gap_ms_during_backup": max(gaps_during) if gaps_during else None,
+        "longest_gap_ms_otherwise": max(gaps_other) if gaps_other else None,
+        "target_gap_ms": "<= 2 x block_interval_ms = 2000",
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS), help=f"any of {', '.join(SCENARIOS)}")
+    parser.add_argument(
+        "scenarios",
+        nargs="*",
+        default=list(SCENARIOS),
+        help=f"any of {', '.join(SCENARIOS)}",
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=2000, help="requests per round")
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--growth-size", type=int, default=1_000_000,
-                        help="accounts and posts in the large state of the growth scenario")
-    parser.add_argument("--api-workers", type=int, default=1, help="WEALL_API_WORKERS of the node")
+    parser.add_argument(
+        "--growth-size",
+        type=int,
+        default=1_000_000,
+        help="accounts and posts in the large state of the growth scenario",
+    )
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="WEALL_API_WORKERS of the node"
+    )
     args = parser.parse_args()
     NODE_ENV["WEALL_API_WORKERS"] = str(args.api_workers)
-    print(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                   "platform": platform.platform(), "load_average": os.getloadavg()},
-                      "node_env": NODE_ENV}))
+    print(
+        json.dumps(
+            {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                    "load_average": os.getloadavg(),
+                },
+                "node_env": NODE_ENV,
+            }
+        )
+    )
     for name in args.scenarios:
         result = SCENARIOS[name](args)
         print(json.dumps({"scenario": name, **result}), flush=True)

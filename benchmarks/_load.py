@@ -61,8 +61,10 @@ class _RawConnection:
         if self.stream is None:
             self.stream = await trio.open_tcp_stream(self.host, self.port)
             self.buffer = b""
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         await self.stream.send_all(head + body)
         while b"\r\n\r\n" not in self.buffer:
             await self._fill()
@@ -75,7 +77,10 @@ class _RawConnection:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
-            elif name.strip().lower() == b"connection" and value.strip().lower() == b"close":
+            elif (
+                name.strip().lower() == b"connection"
+                and value.strip().lower() == b"close"
+            ):
                 close = True
         while len(self.buffer) < length:
             await self._fill()
@@ -94,7 +99,12 @@ class _RawConnection:
 
 
 async def post_all(
-    url: str, path: str, bodies: Sequence[Any], *, concurrency: int, timeout_s: float,
+    url: str,
+    path: str,
+    bodies: Sequence[Any],
+    *,
+    concurrency: int,
+    timeout_s: float,
     rate_per_s: float | None = None,
 ) -> LoadResult:
     """POST every body once, ``concurrency`` at a time, stopping at ``timeout_s``.
@@ -108,7 +118,10 @@ async def post_all(
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
     started = time.perf_counter()
     deadline = trio.current_time() + timeout_s
-    pool = [_RawConnection(host, port) for _ in range(concurrency * (4 if rate_per_s else 1))]
+    pool = [
+        _RawConnection(host, port)
+        for _ in range(concurrency * (4 if rate_per_s else 1))
+    ]
 
     async def one(connection: _RawConnection, body: Any) -> None:
         sent = time.perf_counter()

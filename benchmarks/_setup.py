@@ -24,7 +24,9 @@ class BenchChain:
         self.accounts = accounts
         self.next_nonce = {key.account: 1 for key in accounts}
 
-    def envelopes(self, count: int, body: str = "benchmark post") -> list[dict[str, Any]]:
+    def envelopes(
+        self, count: int, body: str = "benchmark post"
+    ) -> list[dict[str, Any]]:
         """``count`` signed posts, spread round-robin over the accounts."""
         result = []
         for index in range(count):
@@ -32,14 +34,22 @@ class BenchChain:
             assert key.account is not None
             nonce = self.next_nonce[key.account]
             self.next_nonce[key.account] = nonce + 1
-            result.append(build_envelope(
-                key, chain_id=CHAIN_ID, tx_type="CONTENT_POST_CREATE", signer=key.account,
-                nonce=nonce, payload={"body": f"{body} {index}"},
-            ))
+            result.append(
+                build_envelope(
+                    key,
+                    chain_id=CHAIN_ID,
+                    tx_type="CONTENT_POST_CREATE",
+                    signer=key.account,
+                    nonce=nonce,
+                    payload={"body": f"{body} {index}"},
+                )
+            )
         return result
 
 
-def write_chain(workdir: Path, *, accounts: int, params: dict[str, Any] | None = None) -> tuple[BenchChain, dict[str, str]]:
+def write_chain(
+    workdir: Path, *, accounts: int, params: dict[str, Any] | None = None
+) -> tuple[BenchChain, dict[str, str]]:
     """Write node key, genesis and settings for a bench node in ``workdir``; return its env."""
     data = workdir / "data"
     (data / "keys").mkdir(parents=True, exist_ok=True)
@@ -52,10 +62,23 @@ def write_chain(workdir: Path, *, accounts: int, params: dict[str, Any] | None =
         "producer": node.pubkey,
         "params": {**DEV_OVERRIDES, **(params or {})},
         "accounts": [
-            {"id": "@node", "pubkey": node.pubkey, "poh_tier": 2,
-             "roles": ["node_operator", "producer"], "balance": 0},
-            *({"id": key.account, "pubkey": key.pubkey, "poh_tier": 2, "roles": [], "balance": 0}
-              for key in members),
+            {
+                "id": "@node",
+                "pubkey": node.pubkey,
+                "poh_tier": 2,
+                "roles": ["node_operator", "producer"],
+                "balance": 0,
+            },
+            *(
+                {
+                    "id": key.account,
+                    "pubkey": key.pubkey,
+                    "poh_tier": 2,
+                    "roles": [],
+                    "balance": 0,
+                }
+                for key in members
+            ),
         ],
     }
     genesis_path = data / "genesis.json"

@@ -17,4 +17,8 @@ app = QuartTrio("bare")
 @app.post("/v1/tx/submit")
 async def submit() -> tuple[dict[str, object], int]:
     body = await request.get_data()
-    return {"ok": True, "tx_id": "b" + hashlib.sha256(body).hexdigest()[:52], "status": "pending"}, 202
+    return {
+        "ok": True,
+        "tx_id": "b" + hashlib.sha256(body).hexdigest()[:52],
+        "status": "pending",
+    }, 202

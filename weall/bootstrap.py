@@ -52,17 +52,29 @@ DEV_FOUNDER_BALANCE = 1_000_000
 _RESTORE_HINT = RESTORE_HINT
 
 
-def dev_genesis(node: keys.KeyPair, founder: keys.KeyPair, *, chain_id: str) -> dict[str, Any]:
+def dev_genesis(
+    node: keys.KeyPair, founder: keys.KeyPair, *, chain_id: str
+) -> dict[str, Any]:
     return {
         "chain_id": chain_id,
         "genesis_time_ms": int(time.time() * 1000),
         "producer": node.pubkey,
         "params": dict(DEV_OVERRIDES),
         "accounts": [
-            {"id": "@founder", "pubkey": founder.pubkey, "poh_tier": 2, "roles": ["juror"],
-             "balance": DEV_FOUNDER_BALANCE},
-            {"id": "@node", "pubkey": node.pubkey, "poh_tier": 2,
-             "roles": ["node_operator", "producer"], "balance": 0},
+            {
+                "id": "@founder",
+                "pubkey": founder.pubkey,
+                "poh_tier": 2,
+                "roles": ["juror"],
+                "balance": DEV_FOUNDER_BALANCE,
+            },
+            {
+                "id": "@node",
+                "pubkey": node.pubkey,
+                "poh_tier": 2,
+                "roles": ["node_operator", "producer"],
+                "balance": 0,
+            },
         ],
     }
 
@@ -95,7 +107,9 @@ def _first_dev_start(config: Config) -> None:
         founder = keys.load_key_file(founder_path)
     document = dev_genesis(node, founder, chain_id=config.chain_id)
     _write_json_atomic(config.genesis_path, document)
-    log.info("wrote dev genesis path=%s hash=%s", config.genesis_path, genesis_hash(document))
+    log.info(
+        "wrote dev genesis path=%s hash=%s", config.genesis_path, genesis_hash(document)
+    )
 
 
 def load_genesis(config: Config) -> dict[str, Any]:
@@ -106,11 +120,15 @@ def load_genesis(config: Config) -> dict[str, Any]:
             f"genesis document {config.genesis_path} not found; set WEALL_GENESIS_PATH"
         ) from None
     except (OSError, ValueError) as exc:
-        raise StartupError(f"genesis document {config.genesis_path} is invalid: {exc}") from None
+        raise StartupError(
+            f"genesis document {config.genesis_path} is invalid: {exc}"
+        ) from None
     try:
         validate_genesis(document)
     except ProtocolError as exc:
-        raise StartupError(f"genesis document {config.genesis_path}: {exc.message}") from None
+        raise StartupError(
+            f"genesis document {config.genesis_path}: {exc.message}"
+        ) from None
     if document["chain_id"] != config.chain_id:
         raise StartupError(
             f"genesis document {config.genesis_path} is for chain {document['chain_id']!r} "
@@ -120,7 +138,9 @@ def load_genesis(config: Config) -> dict[str, Any]:
     return checked
 
 
-def create_database(config: Config, document: dict[str, Any], node: keys.KeyPair) -> None:
+def create_database(
+    config: Config, document: dict[str, Any], node: keys.KeyPair
+) -> None:
     """Create the database of a new chain: schema, genesis, block 0."""
     from weall.storage.writer import (
         Writer,  # the producer's module; see writer docstring
@@ -135,7 +155,9 @@ def create_database(config: Config, document: dict[str, Any], node: keys.KeyPair
     lock.acquire()
     try:
         if config.db_path.exists():
-            raise StartupError(f"database {config.db_path} exists; refusing to overwrite a chain")
+            raise StartupError(
+                f"database {config.db_path} exists; refusing to overwrite a chain"
+            )
         state = genesis_state(document, MemoryState())
         block0 = genesis_block(document, state, node)
         writer = Writer(config.db_path, synchronous=config.synchronous)
@@ -161,11 +183,15 @@ def check_database(config: Config, document: dict[str, Any]) -> int:
     try:
         conn = open_readonly(path, immutable=wal_absent)
     except StorageError as exc:
-        raise StartupError(f"database {path} cannot be opened: {exc}; {_RESTORE_HINT}") from None
+        raise StartupError(
+            f"database {path} cannot be opened: {exc}; {_RESTORE_HINT}"
+        ) from None
     try:
         quick = conn.execute("PRAGMA quick_check").fetchone()[0]
         if quick != "ok":
-            raise StartupError(f"database {path} is damaged: quick_check found {quick!r}; {_RESTORE_HINT}")
+            raise StartupError(
+                f"database {path} is damaged: quick_check found {quick!r}; {_RESTORE_HINT}"
+            )
         version = current_version(conn)
         if version > SCHEMA_VERSION or version < 1:
             raise StartupError(
@@ -177,7 +203,9 @@ def check_database(config: Config, document: dict[str, Any]) -> int:
         if head is not None:
             check_tip(path, conn)
     except sqlite3.DatabaseError as exc:
-        raise StartupError(f"database {path} is damaged: {exc}; {_RESTORE_HINT}") from None
+        raise StartupError(
+            f"database {path} is damaged: {exc}; {_RESTORE_HINT}"
+        ) from None
     finally:
         conn.close()
     if stored.get("chain_id") != config.chain_id:
@@ -191,14 +219,18 @@ def check_database(config: Config, document: dict[str, Any]) -> int:
             f"{config.genesis_path} hashes to {expected_hash}; there is no re-genesis"
         )
     if head is None:
-        raise StartupError(f"database {path} has no blocks (a copy without its -wal?); {_RESTORE_HINT}")
+        raise StartupError(
+            f"database {path} has no blocks (a copy without its -wal?); {_RESTORE_HINT}"
+        )
     return version
 
 
 def _check_leftovers(config: Config) -> None:
     """Reject a first start where a database used to be: its -wal or tip file remains."""
     path = config.db_path
-    leftovers = [p for p in (path.with_name(path.name + "-wal"), tip_path(path)) if p.exists()]
+    leftovers = [
+        p for p in (path.with_name(path.name + "-wal"), tip_path(path)) if p.exists()
+    ]
     if leftovers:
         names = ", ".join(str(p) for p in leftovers)
         raise StartupError(
@@ -225,7 +257,9 @@ def _prepare_follower(config: Config, actors: Sequence[str]) -> None:
         check_database(config, document)
         return
     if "follower" not in actors:
-        log.info("database %s does not exist yet; waiting for the follower", config.db_path)
+        log.info(
+            "database %s does not exist yet; waiting for the follower", config.db_path
+        )
         return
     from weall.follow.setup import create_follower_database
 
@@ -249,7 +283,10 @@ def prepare_node(config: Config, actors: Sequence[str]) -> None:
     document = load_genesis(config)
     if first_start:
         if "producer" not in actors:
-            log.info("database %s does not exist yet; waiting for the producer", config.db_path)
+            log.info(
+                "database %s does not exist yet; waiting for the producer",
+                config.db_path,
+            )
             return
         create_database(config, document, keys.load_key_file(config.node_key_path))
         return

@@ -69,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"weall {args.command}: {exc}", file=sys.stderr)
         code = 1
     except sqlite3.DatabaseError as exc:
-        print(f"weall {args.command}: database error: {exc}; is it a WeAll database?", file=sys.stderr)
+        print(
+            f"weall {args.command}: database error: {exc}; is it a WeAll database?",
+            file=sys.stderr,
+        )
         code = 1
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""

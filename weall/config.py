@@ -29,7 +29,14 @@ __all__ = [
 ACTOR_NAMES: Final = ("producer", "checkpointer", "pinner", "healer", "api")
 # A follower node (WEALL_UPSTREAM_URL set) runs the follower in the producer's place.
 FOLLOWER_ACTOR_NAMES: Final = ("follower", "checkpointer", "pinner", "healer", "api")
-ALL_ACTOR_NAMES: Final = ("producer", "follower", "checkpointer", "pinner", "healer", "api")
+ALL_ACTOR_NAMES: Final = (
+    "producer",
+    "follower",
+    "checkpointer",
+    "pinner",
+    "healer",
+    "api",
+)
 MODES: Final = ("dev", "genesis")
 LOG_FORMATS: Final = ("text", "json")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -184,7 +191,9 @@ class _Reader:
             raise ConfigError(name, value, f"must be between {minimum} and {maximum}")
         return number
 
-    def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
+    def number(
+        self, name: str, default: float, minimum: float, maximum: float
+    ) -> float:
         value = self.env.get(name)
         if value is None or value == "":
             return default
@@ -224,14 +233,20 @@ def load(env: Mapping[str, str] | None = None) -> Config:
     chain_id = read.text("WEALL_CHAIN_ID", chain_default)
     if mode == "genesis" and not chain_id:
         raise ConfigError("WEALL_CHAIN_ID", "", "required in genesis mode")
-    if not 1 <= len(chain_id) <= 64 or not all(c.isalnum() or c in "-_." for c in chain_id):
-        raise ConfigError("WEALL_CHAIN_ID", chain_id, "must be 1 to 64 of [A-Za-z0-9._-]")
+    if not 1 <= len(chain_id) <= 64 or not all(
+        c.isalnum() or c in "-_." for c in chain_id
+    ):
+        raise ConfigError(
+            "WEALL_CHAIN_ID", chain_id, "must be 1 to 64 of [A-Za-z0-9._-]"
+        )
 
     db_path = Path(read.text("WEALL_DB_PATH", "data/weall.db"))
     data_dir = db_path.parent
     genesis_raw = source.get("WEALL_GENESIS_PATH") or ""
     genesis_path = Path(genesis_raw) if genesis_raw else data_dir / "genesis.json"
-    node_key_path = Path(read.text("WEALL_NODE_KEY_PATH", str(data_dir / "keys" / "node.key")))
+    node_key_path = Path(
+        read.text("WEALL_NODE_KEY_PATH", str(data_dir / "keys" / "node.key"))
+    )
     run_dir = Path(read.text("WEALL_RUN_DIR", str(data_dir / "run")))
 
     port_env = source.get("PORT") or ""
@@ -254,7 +269,9 @@ def load(env: Mapping[str, str] | None = None) -> Config:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             raise ConfigError(
-                "WEALL_TRUSTED_PROXIES", entry, "must list IP addresses or CIDR networks, comma-separated"
+                "WEALL_TRUSTED_PROXIES",
+                entry,
+                "must list IP addresses or CIDR networks, comma-separated",
             ) from None
 
     config = Config(
@@ -269,15 +286,23 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         api_workers=read.integer("WEALL_API_WORKERS", 1, 1, 64),
         allow_unsigned_txs=allow_unsigned,
         ipfs_backend=read.choice("WEALL_IPFS_BACKEND", "local", IPFS_BACKENDS),
-        ipfs_api_url=_ipfs_api_url(read.text("WEALL_IPFS_API_URL", "http://127.0.0.1:5001")),
+        ipfs_api_url=_ipfs_api_url(
+            read.text("WEALL_IPFS_API_URL", "http://127.0.0.1:5001")
+        ),
         ipfs_pin_on_upload=read.flag("WEALL_IPFS_PIN_ON_UPLOAD", False),
         media_auto_pin_request=read.flag("WEALL_MEDIA_AUTO_PIN_REQUEST", True),
         ipfs_enable_heal=read.flag("WEALL_IPFS_ENABLE_HEAL", True),
-        ipfs_heal_interval_blocks=read.integer("WEALL_IPFS_HEAL_INTERVAL_BLOCKS", 10, 1, 10**6),
-        ipfs_max_upload_bytes=read.integer("WEALL_IPFS_MAX_UPLOAD_BYTES", 10 * MIB, 1, 2**40),
+        ipfs_heal_interval_blocks=read.integer(
+            "WEALL_IPFS_HEAL_INTERVAL_BLOCKS", 10, 1, 10**6
+        ),
+        ipfs_max_upload_bytes=read.integer(
+            "WEALL_IPFS_MAX_UPLOAD_BYTES", 10 * MIB, 1, 2**40
+        ),
         max_request_bytes=read.integer("WEALL_MAX_REQUEST_BYTES", 1 * MIB, 1024, 2**31),
         wal_max_bytes=read.integer("WEALL_WAL_MAX_BYTES", 64 * MIB, 64 * 1024, 2**40),
-        checkpoint_interval_s=read.number("WEALL_CHECKPOINT_INTERVAL_S", 5.0, 0.1, 86400),
+        checkpoint_interval_s=read.number(
+            "WEALL_CHECKPOINT_INTERVAL_S", 5.0, 0.1, 86400
+        ),
         backup_dir=Path(read.text("WEALL_BACKUP_DIR", str(data_dir / "backups"))),
         backup_interval_s=read.integer("WEALL_BACKUP_INTERVAL_S", 86400, 0, 10**8),
         backup_keep_daily=read.integer("WEALL_BACKUP_KEEP_DAILY", 7, 0, 10000),
@@ -295,13 +320,17 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         restart_max=read.integer("WEALL_RESTART_MAX", 5, 0, 10000),
         restart_window_s=read.number("WEALL_RESTART_WINDOW_S", 30.0, 1, 86400),
         control_socket_path=(
-            Path(source["WEALL_CONTROL_SOCKET"]) if source.get("WEALL_CONTROL_SOCKET") else None
+            Path(source["WEALL_CONTROL_SOCKET"])
+            if source.get("WEALL_CONTROL_SOCKET")
+            else None
         ),
         rate_limit_per_s=read.number("WEALL_RATE_LIMIT_PER_S", 50.0, 0, 10**6),
         rate_limit_burst=read.integer("WEALL_RATE_LIMIT_BURST", 200, 1, 10**6),
         trusted_proxies=trusted,
         upstream_url=_upstream_url(read.text("WEALL_UPSTREAM_URL", "")),
-        forwarded_header=read.choice("WEALL_FORWARDED_HEADER", "x-forwarded-for", FORWARDED_HEADERS),
+        forwarded_header=read.choice(
+            "WEALL_FORWARDED_HEADER", "x-forwarded-for", FORWARDED_HEADERS
+        ),
         api_header_timeout_s=read.number("WEALL_API_HEADER_TIMEOUT_S", 20.0, 0.5, 3600),
         api_body_timeout_s=read.number("WEALL_API_BODY_TIMEOUT_S", 30.0, 0.5, 3600),
         pinner_node_url=_upstream_url(
@@ -356,7 +385,9 @@ def _check_posture(config: Config, source: Mapping[str, str]) -> None:
     socket_path = str(config.producer_socket.absolute())
     if len(socket_path.encode()) > 100:
         raise ConfigError(
-            "WEALL_RUN_DIR", str(config.run_dir), "socket paths must be under 100 bytes; set a shorter WEALL_RUN_DIR"
+            "WEALL_RUN_DIR",
+            str(config.run_dir),
+            "socket paths must be under 100 bytes; set a shorter WEALL_RUN_DIR",
         )
     if len(str(config.control_socket.absolute()).encode()) > 100:
         raise ConfigError(
@@ -378,7 +409,9 @@ def _check_posture(config: Config, source: Mapping[str, str]) -> None:
         raise ConfigError("WEALL_GENESIS_PATH", "", "required in genesis mode")
     _check_node_key_file(config.node_key_path)
     explicit_host = bool(source.get("WEALL_API_HOST"))
-    if config.api_host not in _LOOPBACK_HOSTS and not (explicit_host or source.get("PORT")):
+    if config.api_host not in _LOOPBACK_HOSTS and not (
+        explicit_host or source.get("PORT")
+    ):
         raise ConfigError(
             "WEALL_API_HOST",
             config.api_host,
@@ -392,10 +425,14 @@ def _check_node_key_file(path: Path) -> None:
         info = path.stat()
     except FileNotFoundError:
         raise ConfigError(
-            "WEALL_NODE_KEY_PATH", str(path), "must name an existing key file in genesis mode; create one with `weall keygen`"
+            "WEALL_NODE_KEY_PATH",
+            str(path),
+            "must name an existing key file in genesis mode; create one with `weall keygen`",
         ) from None
     except OSError as exc:
-        raise ConfigError("WEALL_NODE_KEY_PATH", str(path), f"cannot be read: {exc.strerror}") from None
+        raise ConfigError(
+            "WEALL_NODE_KEY_PATH", str(path), f"cannot be read: {exc.strerror}"
+        ) from None
     if info.st_mode & 0o077:
         raise ConfigError(
             "WEALL_NODE_KEY_PATH",

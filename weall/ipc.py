@@ -23,7 +23,14 @@ import trio
 
 from weall.errors import IpcError
 
-__all__ = ["MAX_FRAME_BYTES", "IpcClient", "open_client", "read_frame", "serve", "write_frame"]
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "IpcClient",
+    "open_client",
+    "read_frame",
+    "serve",
+    "write_frame",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +116,13 @@ async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None
         try:
             response = await handler(request)
         except Exception as exc:
-            log.exception("ipc handler failed op=%s id=%s", request.get("op"), request_id)
-            response = {"ok": False, "error": {"code": "unavailable", "message": str(exc)}}
+            log.exception(
+                "ipc handler failed op=%s id=%s", request.get("op"), request_id
+            )
+            response = {
+                "ok": False,
+                "error": {"code": "unavailable", "message": str(exc)},
+            }
         response["id"] = request_id
         async with send_lock:
             try:
@@ -157,7 +169,9 @@ class IpcClient:
             try:
                 stream = await trio.open_unix_socket(str(self.path))
             except OSError as exc:
-                raise IpcError(f"cannot connect to {self.path}: {exc.strerror}") from exc
+                raise IpcError(
+                    f"cannot connect to {self.path}: {exc.strerror}"
+                ) from exc
             self._stream = stream
             self._nursery.start_soon(self._read_loop, stream)
             return stream
@@ -171,7 +185,12 @@ class IpcClient:
                 waiter = self._pending.pop(message.get("id", -1), None)
                 if waiter is not None:
                     waiter.send_nowait(message)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, IpcError, orjson.JSONDecodeError):
+        except (
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            IpcError,
+            orjson.JSONDecodeError,
+        ):
             pass
         finally:
             if self._stream is stream:
@@ -181,7 +200,9 @@ class IpcClient:
                 waiter.close()
             self._pending.clear()
 
-    async def call(self, op: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:  # noqa: ASYNC109
+    async def call(
+        self, op: str, timeout: float = 30.0, **fields: Any
+    ) -> dict[str, Any]:  # noqa: ASYNC109
         """Send ``{"op": op, **fields}`` and return the answer."""
         if self._closed:
             raise IpcError("client is closed")

@@ -60,7 +60,9 @@ class World:
         return self.node.workdir / "data"
 
 
-def wait_for(predicate: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.1) -> T:
+def wait_for(
+    predicate: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.1
+) -> T:
     """Poll ``predicate`` until it returns a true value; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -72,12 +74,22 @@ def wait_for(predicate: Callable[[], T | None], timeout: float = 60.0, interval:
 
 
 def envelope(
-    world: World, key: keys.KeyPair, tx_type: str, payload: dict[str, Any], nonce: int,
-    *, signer: str | None = None, chain_id: str | None = None,
+    world: World,
+    key: keys.KeyPair,
+    tx_type: str,
+    payload: dict[str, Any],
+    nonce: int,
+    *,
+    signer: str | None = None,
+    chain_id: str | None = None,
 ) -> dict[str, Any]:
     return build_envelope(
-        key, chain_id=chain_id or world.chain_id, tx_type=tx_type,
-        signer=signer or str(key.account), nonce=nonce, payload=payload,
+        key,
+        chain_id=chain_id or world.chain_id,
+        tx_type=tx_type,
+        signer=signer or str(key.account),
+        nonce=nonce,
+        payload=payload,
     )
 
 
@@ -146,7 +158,8 @@ def stable_state(world: World) -> dict[str, Any]:
     for moving in ("height", "tip_hash", "state_root", "economics"):
         snapshot.pop(moving)
     accounts = {
-        name: node.get(f"/v1/accounts/{name}").json() for name in ("@founder", "@node", "@alice")
+        name: node.get(f"/v1/accounts/{name}").json()
+        for name in ("@founder", "@node", "@alice")
     }
     return {
         "snapshot": snapshot,
@@ -168,29 +181,86 @@ def populate(node: Node) -> World:
     )
     founder_nonce = next_nonce(node, "@founder")
     node_nonce = next_nonce(node, "@node")
-    first = commit_all(node, [
-        envelope(world, world.founder, "CONTENT_POST_CREATE", {"body": "hello"}, founder_nonce),
-        envelope(world, world.founder, "GROUP_CREATE",
-                 {"group_id": "townhall", "name": "Town hall", "policy": "open"}, founder_nonce + 1),
-        envelope(world, world.founder, "GOV_PROPOSAL_CREATE",
-                 {"title": "Longer posts", "body": "Raise the limit", "voting_blocks": 500},
-                 founder_nonce + 2),
-        envelope(world, world.founder, "IPFS_PIN_REQUEST", {"cid": CID, "size_bytes": 0},
-                 founder_nonce + 3),
-        envelope(world, world.alice, "ACCOUNT_REGISTER", {}, 0),
-        envelope(world, world.producer, "CONTENT_POST_CREATE", {"body": "from the node"}, node_nonce),
-    ])
-    world.ids.update(post=first[0]["post_id"], group="townhall", proposal=first[2]["proposal_id"],
-                     pin=first[3]["pin_id"], cid=CID, node_post=first[5]["post_id"])
-    second = commit_all(node, [
-        envelope(world, world.founder, "CONTENT_COMMENT_CREATE",
-                 {"parent_id": world.ids["post"], "body": "first comment"}, founder_nonce + 4),
-        envelope(world, world.alice, "POH_ASYNC_REQUEST_OPEN", {"evidence_cid": CID}, 1),
-        envelope(world, world.producer, "DISPUTE_OPEN",
-                 {"target_id": world.ids["node_post"], "reason": "test dispute"}, node_nonce + 1),
-    ])
-    world.ids.update(comment=second[0]["comment_id"], poh_request=second[1]["request_id"],
-                     dispute=second[2]["dispute_id"])
+    first = commit_all(
+        node,
+        [
+            envelope(
+                world,
+                world.founder,
+                "CONTENT_POST_CREATE",
+                {"body": "hello"},
+                founder_nonce,
+            ),
+            envelope(
+                world,
+                world.founder,
+                "GROUP_CREATE",
+                {"group_id": "townhall", "name": "Town hall", "policy": "open"},
+                founder_nonce + 1,
+            ),
+            envelope(
+                world,
+                world.founder,
+                "GOV_PROPOSAL_CREATE",
+                {
+                    "title": "Longer posts",
+                    "body": "Raise the limit",
+                    "voting_blocks": 500,
+                },
+                founder_nonce + 2,
+            ),
+            envelope(
+                world,
+                world.founder,
+                "IPFS_PIN_REQUEST",
+                {"cid": CID, "size_bytes": 0},
+                founder_nonce + 3,
+            ),
+            envelope(world, world.alice, "ACCOUNT_REGISTER", {}, 0),
+            envelope(
+                world,
+                world.producer,
+                "CONTENT_POST_CREATE",
+                {"body": "from the node"},
+                node_nonce,
+            ),
+        ],
+    )
+    world.ids.update(
+        post=first[0]["post_id"],
+        group="townhall",
+        proposal=first[2]["proposal_id"],
+        pin=first[3]["pin_id"],
+        cid=CID,
+        node_post=first[5]["post_id"],
+    )
+    second = commit_all(
+        node,
+        [
+            envelope(
+                world,
+                world.founder,
+                "CONTENT_COMMENT_CREATE",
+                {"parent_id": world.ids["post"], "body": "first comment"},
+                founder_nonce + 4,
+            ),
+            envelope(
+                world, world.alice, "POH_ASYNC_REQUEST_OPEN", {"evidence_cid": CID}, 1
+            ),
+            envelope(
+                world,
+                world.producer,
+                "DISPUTE_OPEN",
+                {"target_id": world.ids["node_post"], "reason": "test dispute"},
+                node_nonce + 1,
+            ),
+        ],
+    )
+    world.ids.update(
+        comment=second[0]["comment_id"],
+        poh_request=second[1]["request_id"],
+        dispute=second[2]["dispute_id"],
+    )
     _wait_pinner_settled(world)
     return world
 
@@ -200,5 +270,10 @@ def _wait_pinner_settled(world: World) -> None:
     path = f"/v1/pins/{world.ids['pin']}"
     # A pinner that never confirms leaves nothing pending either, so a timeout is fine.
     with contextlib.suppress(AssertionError):
-        wait_for(lambda: all(t["confirmation"] for t in world.node.get(path).json()["targets"]), 5.0)
+        wait_for(
+            lambda: all(
+                t["confirmation"] for t in world.node.get(path).json()["targets"]
+            ),
+            5.0,
+        )
     wait_for(lambda: pool_size(world.node) == 0)

@@ -28,11 +28,31 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("posture")
     weall = [sys.executable, "-m", "weall"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEALL_")}
-    subprocess.run([*weall, "keygen", "--out", str(root / "node.key"), "--account", "@node"],
-                   check=True, capture_output=True, env=env, timeout=60)
-    subprocess.run([*weall, "genesis", "new", "--chain-id", CHAIN_ID, "--producer-key",
-                    str(root / "node.key"), "--dev-params", "--out", str(root / "genesis.json")],
-                   check=True, capture_output=True, env=env, timeout=60)
+    subprocess.run(
+        [*weall, "keygen", "--out", str(root / "node.key"), "--account", "@node"],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    subprocess.run(
+        [
+            *weall,
+            "genesis",
+            "new",
+            "--chain-id",
+            CHAIN_ID,
+            "--producer-key",
+            str(root / "node.key"),
+            "--dev-params",
+            "--out",
+            str(root / "genesis.json"),
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     return root
 
 
@@ -52,8 +72,14 @@ def _node(setup: Path, workdir: Path, **changes: str | None) -> Node:
 
 def _supervise(node: Node) -> subprocess.CompletedProcess[str]:
     env = node.env
-    return subprocess.run([sys.executable, "-m", "weall", "supervise"], cwd=node.workdir, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "weall", "supervise"],
+        cwd=node.workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _loose_key(setup: Path, mode: int) -> str:
@@ -74,7 +100,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("changes", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("changes", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_genesis_mode_refuses_unsafe_setting(
     setup: Path, tmp_path: Path, changes: dict[str, object], expected: str
 ) -> None:
@@ -120,9 +148,22 @@ def test_loose_key_file_is_refused_by_tx(setup: Path, tmp_path: Path) -> None:
     key = _loose_key(setup, 0o644)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEALL_")}
     result = subprocess.run(
-        [sys.executable, "-m", "weall", "tx", "post", "hello", "--key", key,
-         "--url", "http://127.0.0.1:9"],
-        capture_output=True, text=True, env=env, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "weall",
+            "tx",
+            "post",
+            "hello",
+            "--key",
+            key,
+            "--url",
+            "http://127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "chmod 600" in result.stderr
@@ -132,8 +173,22 @@ def test_loose_key_file_is_refused_by_tx(setup: Path, tmp_path: Path) -> None:
 def test_dev_mode_refuses_loose_node_key(tmp_path: Path) -> None:
     keys_dir = tmp_path / "data" / "keys"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEALL_")}
-    subprocess.run([sys.executable, "-m", "weall", "keygen", "--out", str(keys_dir / "node.key"),
-                    "--account", "@node"], check=True, capture_output=True, env=env, timeout=60)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "weall",
+            "keygen",
+            "--out",
+            str(keys_dir / "node.key"),
+            "--account",
+            "@node",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     os.chmod(keys_dir / "node.key", 0o644)
     node = Node(tmp_path)
     result = _supervise(node)

@@ -49,7 +49,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 
 def _connect(node: Node, source: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", node.port), timeout=10, source_address=(source, 0))
+    sock = socket.create_connection(
+        ("127.0.0.1", node.port), timeout=10, source_address=(source, 0)
+    )
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -67,7 +69,9 @@ def _read_response(sock: socket.socket, timeout: float = 10.0) -> bytes:
 
 
 def _client(source: str) -> httpx.Client:
-    return httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=10.0)
+    return httpx.Client(
+        transport=httpx.HTTPTransport(local_address=source), timeout=10.0
+    )
 
 
 def _rss_kib(pid: int) -> int:
@@ -208,7 +212,9 @@ def test_trickled_body_gets_408(node: Node) -> None:
 # -- rate limits ------------------------------------------------------------------------
 
 
-def _exhaust(client: httpx.Client, url: str, headers: dict[str, str] | None = None) -> None:
+def _exhaust(
+    client: httpx.Client, url: str, headers: dict[str, str] | None = None
+) -> None:
     for attempt in range(BURST):
         response = client.get(url, headers=headers)
         assert response.status_code == 200, (attempt, response.text)
@@ -223,7 +229,9 @@ def test_rate_limit_answers_429_with_retry_after(node: Node) -> None:
     error = limited.json()
     assert error["ok"] is False
     assert error["error"]["code"] == "rate_limited"
-    assert error["error"]["details"]["retry_after_s"] == int(limited.headers["retry-after"])
+    assert error["error"]["details"]["retry_after_s"] == int(
+        limited.headers["retry-after"]
+    )
 
 
 def test_rate_limit_exempts_probes(node: Node) -> None:
@@ -244,8 +252,14 @@ SPOOFS = [
 ]
 
 
-@pytest.mark.parametrize("headers", SPOOFS, ids=["xff", "xff-chain", "forwarded", "x-real-ip", "xff-loopback"])
-def test_untrusted_peer_cannot_pick_identity(node: Node, headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    SPOOFS,
+    ids=["xff", "xff-chain", "forwarded", "x-real-ip", "xff-loopback"],
+)
+def test_untrusted_peer_cannot_pick_identity(
+    node: Node, headers: dict[str, str]
+) -> None:
     source = f"127.0.0.{50 + SPOOFS.index(headers)}"
     with _client(source) as client:
         _exhaust(client, f"{node.url}/v1/feed")
@@ -257,9 +271,15 @@ def test_trusted_proxy_forwards_client_identity(node: Node) -> None:
     url = f"{node.url}/v1/feed"
     with _client("127.0.0.1") as proxy:
         _exhaust(proxy, url, {"X-Forwarded-For": "203.0.113.7"})
-        assert proxy.get(url, headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 429
+        assert (
+            proxy.get(url, headers={"X-Forwarded-For": "203.0.113.7"}).status_code
+            == 429
+        )
         # Another client behind the same proxy has its own bucket.
-        assert proxy.get(url, headers={"X-Forwarded-For": "203.0.113.8"}).status_code == 200
+        assert (
+            proxy.get(url, headers={"X-Forwarded-For": "203.0.113.8"}).status_code
+            == 200
+        )
         # A client that prepends a forged hop is still identified by the hop the proxy added.
         forged = {"X-Forwarded-For": "198.51.100.1, 203.0.113.7"}
         assert proxy.get(url, headers=forged).status_code == 429
@@ -273,5 +293,10 @@ def test_trusted_proxy_header_is_the_configured_one(node: Node) -> None:
     with _client("127.0.0.2") as proxy:
         _exhaust(proxy, url)
         # WEALL_FORWARDED_HEADER is x-forwarded-for, so Forwarded is ignored.
-        assert proxy.get(url, headers={"Forwarded": "for=203.0.113.20"}).status_code == 429
-        assert proxy.get(url, headers={"X-Forwarded-For": "203.0.113.20"}).status_code == 200
+        assert (
+            proxy.get(url, headers={"Forwarded": "for=203.0.113.20"}).status_code == 429
+        )
+        assert (
+            proxy.get(url, headers={"X-Forwarded-For": "203.0.113.20"}).status_code
+            == 200
+        )

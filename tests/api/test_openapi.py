@@ -57,7 +57,9 @@ def test_openapi_lists_every_route() -> None:
     hidden = []
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]
-        if rule.endpoint in UNDOCUMENTED or getattr(view, "_quart_schema_hidden", False):
+        if rule.endpoint in UNDOCUMENTED or getattr(
+            view, "_quart_schema_hidden", False
+        ):
             hidden.append(rule.rule)
             continue
         for method in rule.methods or ():
@@ -66,7 +68,10 @@ def test_openapi_lists_every_route() -> None:
             assert (_rule_path(rule.rule), method) in documented, (rule.rule, method)
     for path, item in document["paths"].items():
         for method, operation in item.items():
-            assert any(code.startswith("2") for code in operation["responses"]), (path, method)
+            assert any(code.startswith("2") for code in operation["responses"]), (
+                path,
+                method,
+            )
             assert "400" in operation["responses"], (path, method)
             assert "429" in operation["responses"], (path, method)
     assert "/openapi.json" in hidden
@@ -78,10 +83,25 @@ def test_openapi_documents_request_bodies() -> None:
     submit = document["paths"]["/v1/tx/submit"]["post"]
     body_schema = submit["requestBody"]["content"]["application/json"]["schema"]
     assert set(body_schema["required"]) == {
-        "chain_id", "tx_type", "signer", "nonce", "payload", "pubkey", "sig"
+        "chain_id",
+        "tx_type",
+        "signer",
+        "nonce",
+        "payload",
+        "pubkey",
+        "sig",
     }
     assert body_schema["additionalProperties"] is False
-    assert set(submit["responses"]) >= {"200", "202", "400", "403", "409", "413", "429", "503"}
+    assert set(submit["responses"]) >= {
+        "200",
+        "202",
+        "400",
+        "403",
+        "409",
+        "413",
+        "429",
+        "503",
+    }
     assert "requestBody" in document["paths"]["/v1/tx/batch"]["post"]
 
 
@@ -109,8 +129,14 @@ def _known_ids(world: World) -> dict[str, dict[str, str]]:
     }
 
 
-def _run_operation(operation: Any, mode: Any, base_url: str, deadline: float,
-                   path_parameters: dict[str, str] | None, statuses: Counter[int]) -> None:
+def _run_operation(
+    operation: Any,
+    mode: Any,
+    base_url: str,
+    deadline: float,
+    path_parameters: dict[str, str] | None,
+    statuses: Counter[int],
+) -> None:
 
     @settings(
         max_examples=EXAMPLES_PER_OPERATION,
@@ -143,12 +169,19 @@ def test_live_node_conforms_to_openapi(world: World) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 19
     for operation in operations:
-        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+        for mode in (
+            schemathesis.GenerationMode.POSITIVE,
+            schemathesis.GenerationMode.NEGATIVE,
+        ):
             _run_operation(operation, mode, base_url, deadline, None, statuses)
         if operation.path in known:
             _run_operation(
-                operation, schemathesis.GenerationMode.POSITIVE, base_url, deadline,
-                known[operation.path], statuses,
+                operation,
+                schemathesis.GenerationMode.POSITIVE,
+                base_url,
+                deadline,
+                known[operation.path],
+                statuses,
             )
     sent = sum(statuses.values())
     assert sent >= len(operations) * 4, f"only {sent} requests sent within the budget"

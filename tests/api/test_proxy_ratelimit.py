@@ -22,39 +22,74 @@ def _scope(peer: str, headers: list[tuple[str, str]] | None = None) -> dict[str,
     }
 
 
-@pytest.mark.parametrize(("peer", "headers", "expected"), [
-    ("203.0.113.5", [("X-Forwarded-For", "1.1.1.1")], "203.0.113.5"),
-    ("10.0.0.1", [("X-Forwarded-For", "198.51.100.9")], "198.51.100.9"),
-    ("10.0.0.1", [("X-Forwarded-For", "6.6.6.6, 198.51.100.9")], "198.51.100.9"),
-    ("10.0.0.1", [("X-Forwarded-For", "198.51.100.9, 192.168.4.4")], "198.51.100.9"),
-    ("10.0.0.1", [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "198.51.100.9")], "198.51.100.9"),
-    ("10.0.0.1", [("X-Forwarded-For", "garbage, 198.51.100.9")], "198.51.100.9"),
-    ("10.0.0.1", [("X-Forwarded-For", "198.51.100.9, garbage")], "10.0.0.1"),
-    ("10.0.0.1", [], "10.0.0.1"),
-    ("10.0.0.1", [("X-Forwarded-For", "192.168.1.1")], "192.168.1.1"),
-    ("10.0.0.1", [("Forwarded", "for=198.51.100.9")], "10.0.0.1"),
-    ("::1", [("X-Forwarded-For", "[2001:db8::5]:443")], "2001:db8::5"),
-    ("::ffff:10.0.0.1", [("X-Forwarded-For", "198.51.100.9:1234")], "198.51.100.9"),
-], ids=["untrusted-peer", "trusted", "forged-left", "proxy-chain", "two-lines", "garbage-left",
-        "garbage-right", "no-header", "all-trusted", "other-header", "ipv6", "mapped-ipv4"])
-def test_client_address_xff(peer: str, headers: list[tuple[str, str]], expected: str) -> None:
+@pytest.mark.parametrize(
+    ("peer", "headers", "expected"),
+    [
+        ("203.0.113.5", [("X-Forwarded-For", "1.1.1.1")], "203.0.113.5"),
+        ("10.0.0.1", [("X-Forwarded-For", "198.51.100.9")], "198.51.100.9"),
+        ("10.0.0.1", [("X-Forwarded-For", "6.6.6.6, 198.51.100.9")], "198.51.100.9"),
+        (
+            "10.0.0.1",
+            [("X-Forwarded-For", "198.51.100.9, 192.168.4.4")],
+            "198.51.100.9",
+        ),
+        (
+            "10.0.0.1",
+            [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "198.51.100.9")],
+            "198.51.100.9",
+        ),
+        ("10.0.0.1", [("X-Forwarded-For", "garbage, 198.51.100.9")], "198.51.100.9"),
+        ("10.0.0.1", [("X-Forwarded-For", "198.51.100.9, garbage")], "10.0.0.1"),
+        ("10.0.0.1", [], "10.0.0.1"),
+        ("10.0.0.1", [("X-Forwarded-For", "192.168.1.1")], "192.168.1.1"),
+        ("10.0.0.1", [("Forwarded", "for=198.51.100.9")], "10.0.0.1"),
+        ("::1", [("X-Forwarded-For", "[2001:db8::5]:443")], "2001:db8::5"),
+        ("::ffff:10.0.0.1", [("X-Forwarded-For", "198.51.100.9:1234")], "198.51.100.9"),
+    ],
+    ids=[
+        "untrusted-peer",
+        "trusted",
+        "forged-left",
+        "proxy-chain",
+        "two-lines",
+        "garbage-left",
+        "garbage-right",
+        "no-header",
+        "all-trusted",
+        "other-header",
+        "ipv6",
+        "mapped-ipv4",
+    ],
+)
+def test_client_address_xff(
+    peer: str, headers: list[tuple[str, str]], expected: str
+) -> None:
     address = client_address(_scope(peer, headers), TRUSTED, "x-forwarded-for")
     assert address == ipaddress.ip_address(expected)
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("for=198.51.100.9", "198.51.100.9"),
-    ('for="[2001:db8::7]:80";proto=https', "2001:db8::7"),
-    ("for=6.6.6.6, for=198.51.100.9;by=10.0.0.1", "198.51.100.9"),
-    ("for=_hidden", "10.0.0.1"),
-], ids=["plain", "ipv6-quoted", "two-elements", "obfuscated"])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("for=198.51.100.9", "198.51.100.9"),
+        ('for="[2001:db8::7]:80";proto=https', "2001:db8::7"),
+        ("for=6.6.6.6, for=198.51.100.9;by=10.0.0.1", "198.51.100.9"),
+        ("for=_hidden", "10.0.0.1"),
+    ],
+    ids=["plain", "ipv6-quoted", "two-elements", "obfuscated"],
+)
 def test_client_address_forwarded(value: str, expected: str) -> None:
-    address = client_address(_scope("10.0.0.1", [("Forwarded", value)]), TRUSTED, "forwarded")
+    address = client_address(
+        _scope("10.0.0.1", [("Forwarded", value)]), TRUSTED, "forwarded"
+    )
     assert address == ipaddress.ip_address(expected)
 
 
 def test_client_address_without_peer() -> None:
-    assert client_address({"client": None, "headers": []}, TRUSTED, "x-forwarded-for") is None
+    assert (
+        client_address({"client": None, "headers": []}, TRUSTED, "x-forwarded-for")
+        is None
+    )
 
 
 @pytest.mark.parametrize("text", ["", "unknown", "1.2.3", "[::1", "999.1.1.1", "a:b:c"])
@@ -105,12 +140,16 @@ def test_client_key_groups_ipv6_by_64() -> None:
     assert client_key(None) == "unknown"
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("WEALL_TRUSTED_PROXIES", "10.0.0.1,not-an-ip"),
-    ("WEALL_FORWARDED_HEADER", "x-real-ip"),
-    ("WEALL_API_HEADER_TIMEOUT_S", "0"),
-    ("WEALL_API_BODY_TIMEOUT_S", "soon"),
-], ids=["proxies", "header", "header-timeout", "body-timeout"])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WEALL_TRUSTED_PROXIES", "10.0.0.1,not-an-ip"),
+        ("WEALL_FORWARDED_HEADER", "x-real-ip"),
+        ("WEALL_API_HEADER_TIMEOUT_S", "0"),
+        ("WEALL_API_BODY_TIMEOUT_S", "soon"),
+    ],
+    ids=["proxies", "header", "header-timeout", "body-timeout"],
+)
 def test_api_settings_are_validated(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load({name: value})
@@ -118,12 +157,14 @@ def test_api_settings_are_validated(name: str, value: str) -> None:
 
 
 def test_api_settings_parse() -> None:
-    config = load({
-        "WEALL_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16",
-        "WEALL_FORWARDED_HEADER": "forwarded",
-        "WEALL_API_HEADER_TIMEOUT_S": "5",
-        "WEALL_API_BODY_TIMEOUT_S": "7.5",
-    })
+    config = load(
+        {
+            "WEALL_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16",
+            "WEALL_FORWARDED_HEADER": "forwarded",
+            "WEALL_API_HEADER_TIMEOUT_S": "5",
+            "WEALL_API_BODY_TIMEOUT_S": "7.5",
+        }
+    )
     assert config.trusted_proxies == ("10.0.0.1", "192.168.0.0/16")
     assert config.forwarded_header == "forwarded"
     assert config.api_header_timeout_s == 5.0

@@ -44,8 +44,11 @@ SCOPE = "IPFS_PIN_REQUEST"
 
 def _issue_session_key(world: World, scope: list[str]) -> keys.KeyPair:
     session = keys.generate("@founder")
-    payload = {"pubkey": session.pubkey, "scope": scope,
-               "expires_at_ms": int(time.time() * 1000) + 3_600_000}
+    payload = {
+        "pubkey": session.pubkey,
+        "scope": scope,
+        "expires_at_ms": int(time.time() * 1000) + 3_600_000,
+    }
     result = world.node.tx("raw", "ACCOUNT_SESSION_KEY_ISSUE", json.dumps(payload))
     assert result.returncode == 0, result.stderr
     return session
@@ -56,8 +59,15 @@ def session_key(world: World) -> keys.KeyPair:
     return _issue_session_key(world, [SCOPE])
 
 
-def _headers(key: keys.KeyPair, method: str, path: str, body: bytes, *, account: str = "@founder",
-             timestamp_ms: int | None = None) -> dict[str, str]:
+def _headers(
+    key: keys.KeyPair,
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    account: str = "@founder",
+    timestamp_ms: int | None = None,
+) -> dict[str, str]:
     timestamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     message = request_signing_bytes(method, path, timestamp, hash_bytes(body))
     return {
@@ -68,15 +78,30 @@ def _headers(key: keys.KeyPair, method: str, path: str, body: bytes, *, account:
     }
 
 
-def _verify(world: World, headers: dict[str, str], *, method: str = "POST", path: str = UPLOAD,
-            body: bytes = b"media", replay: ReplayCache, scope: str = SCOPE,
-            revoked: bool = False) -> dict[str, Any]:
+def _verify(
+    world: World,
+    headers: dict[str, str],
+    *,
+    method: str = "POST",
+    path: str = UPLOAD,
+    body: bytes = b"media",
+    replay: ReplayCache,
+    scope: str = SCOPE,
+    revoked: bool = False,
+) -> dict[str, Any]:
     parsed = SessionHeaders.from_headers(headers)
     account = world.node.get(f"/v1/accounts/{parsed.account}").json()
     params = world.node.get("/v1/state/snapshot").json()["params"]
     return verify_session(
-        parsed, account=account, revoked=revoked, required_scope=scope, params=params,
-        method=method, path_with_query=path, body_hash=hash_bytes(body), replay=replay,
+        parsed,
+        account=account,
+        revoked=revoked,
+        required_scope=scope,
+        params=params,
+        method=method,
+        path_with_query=path,
+        body_hash=hash_bytes(body),
+        replay=replay,
     )
 
 
@@ -93,35 +118,52 @@ def test_session_request_verifies_once(world: World, session_key: keys.KeyPair) 
     _rejected("session_replay", lambda: _verify(world, headers, replay=replay))
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("path", "/v1/media/upload?x=1"),
-    ("path", "/v1/tx/submit"),
-    ("method", "PUT"),
-    ("body", b"other media"),
-], ids=["query", "other-path", "other-method", "other-body"])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("path", "/v1/media/upload?x=1"),
+        ("path", "/v1/tx/submit"),
+        ("method", "PUT"),
+        ("body", b"other media"),
+    ],
+    ids=["query", "other-path", "other-method", "other-body"],
+)
 def test_session_signature_bound_to_request(
     world: World, session_key: keys.KeyPair, field: str, value: Any
 ) -> None:
     headers = _headers(session_key, "POST", UPLOAD, b"media")
     options: dict[str, Any] = {field: value}
-    _rejected("session_bad_signature", lambda: _verify(world, headers, replay=ReplayCache(), **options))
+    _rejected(
+        "session_bad_signature",
+        lambda: _verify(world, headers, replay=ReplayCache(), **options),
+    )
 
 
-def test_session_request_rejects_stale_timestamp(world: World, session_key: keys.KeyPair) -> None:
+def test_session_request_rejects_stale_timestamp(
+    world: World, session_key: keys.KeyPair
+) -> None:
     stale = int(time.time() * 1000) - 6 * 60 * 1000
     headers = _headers(session_key, "POST", UPLOAD, b"media", timestamp_ms=stale)
-    _rejected("session_clock_skew", lambda: _verify(world, headers, replay=ReplayCache()))
+    _rejected(
+        "session_clock_skew", lambda: _verify(world, headers, replay=ReplayCache())
+    )
 
 
-def test_session_key_of_another_account(world: World, session_key: keys.KeyPair) -> None:
+def test_session_key_of_another_account(
+    world: World, session_key: keys.KeyPair
+) -> None:
     headers = _headers(session_key, "POST", UPLOAD, b"media", account="@alice")
     _rejected("session_invalid", lambda: _verify(world, headers, replay=ReplayCache()))
 
 
 def test_session_key_out_of_scope(world: World, session_key: keys.KeyPair) -> None:
     headers = _headers(session_key, "POST", UPLOAD, b"media")
-    _rejected("session_scope", lambda: _verify(world, headers, replay=ReplayCache(),
-                                               scope="CONTENT_POST_CREATE"))
+    _rejected(
+        "session_scope",
+        lambda: _verify(
+            world, headers, replay=ReplayCache(), scope="CONTENT_POST_CREATE"
+        ),
+    )
 
 
 def test_account_key_is_not_a_session_key(world: World) -> None:
@@ -131,11 +173,16 @@ def test_account_key_is_not_a_session_key(world: World) -> None:
 
 def test_revoked_session_key_is_rejected(world: World) -> None:
     key = _issue_session_key(world, [SCOPE])
-    result = world.node.tx("raw", "ACCOUNT_SESSION_KEY_REVOKE", json.dumps({"pubkey": key.pubkey}))
+    result = world.node.tx(
+        "raw", "ACCOUNT_SESSION_KEY_REVOKE", json.dumps({"pubkey": key.pubkey})
+    )
     assert result.returncode == 0, result.stderr
     headers = _headers(key, "POST", UPLOAD, b"media")
     _rejected("session_invalid", lambda: _verify(world, headers, replay=ReplayCache()))
-    _rejected("session_revoked", lambda: _verify(world, headers, replay=ReplayCache(), revoked=True))
+    _rejected(
+        "session_revoked",
+        lambda: _verify(world, headers, replay=ReplayCache(), revoked=True),
+    )
 
 
 def _upload_route_exists(world: World) -> bool:
@@ -143,13 +190,17 @@ def _upload_route_exists(world: World) -> bool:
     return response.status_code != 404
 
 
-def test_upload_route_rejects_session_misuse(world: World, session_key: keys.KeyPair) -> None:
+def test_upload_route_rejects_session_misuse(
+    world: World, session_key: keys.KeyPair
+) -> None:
     if not _upload_route_exists(world):
         pytest.skip("the node has no media upload route")
     url = f"{world.node.url}{UPLOAD}"
     body = b"media bytes"
     good = _headers(session_key, "POST", UPLOAD, body)
-    first = httpx.post(url, content=body, headers={**good, "content-type": "text/plain"}, timeout=30)
+    first = httpx.post(
+        url, content=body, headers={**good, "content-type": "text/plain"}, timeout=30
+    )
     assert first.status_code < 300, first.text
     pin_request = first.json().get("pin_request_tx_id")
     if pin_request:
@@ -166,8 +217,12 @@ def test_upload_route_rejects_session_misuse(world: World, session_key: keys.Key
         "no headers": ({}, body),
     }
     for label, (headers, content) in cases.items():
-        response = httpx.post(url, content=content, headers={**headers, "content-type": "text/plain"},
-                              timeout=30)
+        response = httpx.post(
+            url,
+            content=content,
+            headers={**headers, "content-type": "text/plain"},
+            timeout=30,
+        )
         assert response.status_code == 401, (label, response.text)
         assert response.json()["error"]["code"].startswith("session_"), label
 
@@ -178,8 +233,14 @@ def test_upload_route_rejects_session_misuse(world: World, session_key: keys.Key
 def test_envelope_for_another_chain_is_rejected(world: World) -> None:
     before = stable_state(world)
     nonce = next_nonce(world.node, "@founder")
-    other = envelope(world, world.founder, "CONTENT_POST_CREATE", {"body": "x"}, nonce,
-                     chain_id="weall-other")
+    other = envelope(
+        world,
+        world.founder,
+        "CONTENT_POST_CREATE",
+        {"body": "x"},
+        nonce,
+        chain_id="weall-other",
+    )
     response = submit(world.node, other)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "wrong_chain"
@@ -193,7 +254,9 @@ def test_envelope_for_another_chain_is_rejected(world: World) -> None:
 
 def test_committed_envelope_replay_is_duplicate(world: World) -> None:
     nonce = next_nonce(world.node, "@founder")
-    document = envelope(world, world.founder, "CONTENT_POST_CREATE", {"body": "once"}, nonce)
+    document = envelope(
+        world, world.founder, "CONTENT_POST_CREATE", {"body": "once"}, nonce
+    )
     first = submit(world.node, document)
     assert first.status_code == 202
     assert wait_status(world.node, first.json()["tx_id"])["status"] == "committed"
@@ -205,7 +268,9 @@ def test_committed_envelope_replay_is_duplicate(world: World) -> None:
     assert stable_state(world) == before
 
 
-def _same_block(world: World, first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+def _same_block(
+    world: World, first: dict[str, Any], second: dict[str, Any]
+) -> dict[str, Any]:
     results = batch(world.node, [first, second])
     assert [r["http_status"] for r in results] == [202, 202], results
     revoke = wait_status(world.node, results[0]["tx_id"])
@@ -219,12 +284,24 @@ def _same_block(world: World, first: dict[str, Any], second: dict[str, Any]) -> 
 def test_key_revoked_in_same_block_is_rejected(world: World) -> None:
     extra = keys.generate("@founder")
     nonce = next_nonce(world.node, "@founder")
-    added = submit(world.node, envelope(world, world.founder, "ACCOUNT_KEY_ADD",
-                                        {"pubkey": extra.pubkey}, nonce))
+    added = submit(
+        world.node,
+        envelope(
+            world, world.founder, "ACCOUNT_KEY_ADD", {"pubkey": extra.pubkey}, nonce
+        ),
+    )
     assert added.status_code == 202, added.text
     assert wait_status(world.node, added.json()["tx_id"])["receipt"]["ok"] is True
-    revoke = envelope(world, world.founder, "ACCOUNT_KEY_REVOKE", {"pubkey": extra.pubkey}, nonce + 1)
-    use = envelope(world, extra, "CONTENT_POST_CREATE", {"body": "signed by a revoked key"}, nonce + 2)
+    revoke = envelope(
+        world, world.founder, "ACCOUNT_KEY_REVOKE", {"pubkey": extra.pubkey}, nonce + 1
+    )
+    use = envelope(
+        world,
+        extra,
+        "CONTENT_POST_CREATE",
+        {"body": "signed by a revoked key"},
+        nonce + 2,
+    )
     status = _same_block(world, revoke, use)
     # Included with an ok: false receipt, which the status route reports as rejected.
     assert status["status"] == "rejected"
@@ -236,8 +313,20 @@ def test_key_revoked_in_same_block_is_rejected(world: World) -> None:
 def test_session_key_revoked_in_same_block_is_rejected(world: World) -> None:
     session = _issue_session_key(world, ["CONTENT_POST_CREATE"])
     nonce = next_nonce(world.node, "@founder")
-    revoke = envelope(world, world.founder, "ACCOUNT_SESSION_KEY_REVOKE", {"pubkey": session.pubkey}, nonce)
-    use = envelope(world, session, "CONTENT_POST_CREATE", {"body": "signed by a revoked session"}, nonce + 1)
+    revoke = envelope(
+        world,
+        world.founder,
+        "ACCOUNT_SESSION_KEY_REVOKE",
+        {"pubkey": session.pubkey},
+        nonce,
+    )
+    use = envelope(
+        world,
+        session,
+        "CONTENT_POST_CREATE",
+        {"body": "signed by a revoked session"},
+        nonce + 1,
+    )
     status = _same_block(world, revoke, use)
     assert status["status"] == "rejected"
     assert status["receipt"]["ok"] is False

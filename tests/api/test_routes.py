@@ -27,10 +27,13 @@ def _rules() -> list[Any]:
 
 
 def _write_rules() -> list[str]:
-    return sorted({
-        rule.rule for rule in _rules()
-        if set(rule.methods or ()) - {"GET", "HEAD", "OPTIONS"}
-    })
+    return sorted(
+        {
+            rule.rule
+            for rule in _rules()
+            if set(rule.methods or ()) - {"GET", "HEAD", "OPTIONS"}
+        }
+    )
 
 
 def test_only_transaction_routes_accept_writes() -> None:
@@ -39,9 +42,13 @@ def test_only_transaction_routes_accept_writes() -> None:
     assert {"/v1/tx/submit", "/v1/tx/batch"} <= set(writes)
 
 
-def _bad_bodies(world: World) -> list[tuple[str, bytes | dict[str, Any] | list[Any], dict[str, str]]]:
+def _bad_bodies(
+    world: World,
+) -> list[tuple[str, bytes | dict[str, Any] | list[Any], dict[str, str]]]:
     nonce = next_nonce(world.node, "@founder")
-    signed = envelope(world, world.founder, "CONTENT_POST_CREATE", {"body": "unsigned"}, nonce)
+    signed = envelope(
+        world, world.founder, "CONTENT_POST_CREATE", {"body": "unsigned"}, nonce
+    )
     unsigned = {k: v for k, v in signed.items() if k != "sig"}
     wrong_sig = {**signed, "payload": {"body": "changed after signing"}}
     json_type = {"content-type": "application/json"}
@@ -72,7 +79,11 @@ def test_write_routes_reject_unsigned_requests(world: World) -> None:
                 results = response.json()["results"]
                 assert all(not r["ok"] for r in results), (path, label, results)
                 continue
-            assert 400 <= response.status_code < 500, (path, label, response.status_code)
+            assert 400 <= response.status_code < 500, (
+                path,
+                label,
+                response.status_code,
+            )
             assert response.json()["ok"] is False, (path, label)
     assert stable_state(world) == before
 
@@ -89,7 +100,9 @@ def test_other_methods_answer_405_json(world: World) -> None:
             if response is None:
                 import httpx
 
-                response = httpx.request(method, f"{world.node.url}{path}", timeout=10.0)
+                response = httpx.request(
+                    method, f"{world.node.url}{path}", timeout=10.0
+                )
             assert response.status_code == 405, (method, path, response.status_code)
             assert response.json()["error"]["code"] == "method_not_allowed"
     assert stable_state(world) == before
@@ -104,8 +117,18 @@ def _path_values(world: World) -> dict[str, list[str]]:
         "group_id": [ids["group"]],
         "cid": [ids["cid"]],
         "pin_id": [ids["pin"]],
-        "name": ["app.js", "style.css", "favicon.svg", "index.html", "../data/keys/founder.key"],
-        "filename": ["index.html", "../data/keys/founder.key", "../../data/keys/node.key"],
+        "name": [
+            "app.js",
+            "style.css",
+            "favicon.svg",
+            "index.html",
+            "../data/keys/founder.key",
+        ],
+        "filename": [
+            "index.html",
+            "../data/keys/founder.key",
+            "../../data/keys/node.key",
+        ],
     }
 
 
@@ -134,7 +157,12 @@ def _crawl_paths(world: World) -> list[str]:
         choices = _object_ids(world, rule.rule) if name == "object_id" else values[name]
         for value in choices:
             paths.append(re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", value, rule.rule))
-    paths += ["/v1/blocks?from=0&limit=100", "/v1/feed?limit=100", "/nope", "/v1/../data/keys/founder.key"]
+    paths += [
+        "/v1/blocks?from=0&limit=100",
+        "/v1/feed?limit=100",
+        "/nope",
+        "/v1/../data/keys/founder.key",
+    ]
     return paths
 
 

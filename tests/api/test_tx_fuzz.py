@@ -25,7 +25,9 @@ pytestmark = pytest.mark.slow
 
 EXAMPLES = 25
 FUZZ = settings(
-    max_examples=EXAMPLES, deadline=None, database=None,
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 ENVELOPE_FIELDS = ("chain_id", "tx_type", "signer", "nonce", "payload", "pubkey", "sig")
@@ -35,13 +37,20 @@ SHAPE_CODES = {"invalid_json", "invalid_envelope"}
 
 def _post_raw(world: World, path: str, body: bytes) -> httpx.Response:
     return httpx.post(
-        f"{world.node.url}{path}", content=body,
-        headers={"content-type": "application/json"}, timeout=30.0,
+        f"{world.node.url}{path}",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=30.0,
     )
 
 
-def _assert_rejected(response: httpx.Response, codes: set[str], status: int | None = None) -> str:
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+def _assert_rejected(
+    response: httpx.Response, codes: set[str], status: int | None = None
+) -> str:
+    assert 400 <= response.status_code < 500, (
+        response.status_code,
+        response.text[:300],
+    )
     if status is not None:
         assert response.status_code == status, response.text[:300]
     assert response.headers["content-type"].startswith("application/json")
@@ -60,7 +69,9 @@ def unchanged(world: World) -> Any:
     assert stable_state(world) == before
 
 
-def _valid(world: World, nonce: int | None = None, body: str = "fuzz") -> dict[str, Any]:
+def _valid(
+    world: World, nonce: int | None = None, body: str = "fuzz"
+) -> dict[str, Any]:
     nonce = next_nonce(world.node, "@founder") + 1000 if nonce is None else nonce
     return envelope(world, world.founder, "CONTENT_POST_CREATE", {"body": body}, nonce)
 
@@ -94,10 +105,15 @@ def test_fuzz_duplicate_keys(world: World, unchanged: None, field: str) -> None:
 
 
 @FUZZ
-@given(value=st.one_of(
-    st.floats(allow_nan=False, allow_infinity=False).map(repr).filter(lambda r: "." in r or "e" in r),
-    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e3", "1.0", "-0.0"]),
-), where=st.sampled_from(["nonce", "payload"]))
+@given(
+    value=st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False)
+        .map(repr)
+        .filter(lambda r: "." in r or "e" in r),
+        st.sampled_from(["NaN", "Infinity", "-Infinity", "1e3", "1.0", "-0.0"]),
+    ),
+    where=st.sampled_from(["nonce", "payload"]),
+)
 def test_fuzz_floats(world: World, unchanged: None, value: str, where: str) -> None:
     document = _valid(world)
     marker = '"__float__"'
@@ -111,11 +127,16 @@ def test_fuzz_floats(world: World, unchanged: None, value: str, where: str) -> N
 
 
 @FUZZ
-@given(number=st.one_of(
-    st.integers(min_value=2**53, max_value=10**400),
-    st.integers(max_value=-(2**53), min_value=-(10**400)),
-), where=st.sampled_from(["nonce", "payload"]))
-def test_fuzz_huge_integers(world: World, unchanged: None, number: int, where: str) -> None:
+@given(
+    number=st.one_of(
+        st.integers(min_value=2**53, max_value=10**400),
+        st.integers(max_value=-(2**53), min_value=-(10**400)),
+    ),
+    where=st.sampled_from(["nonce", "payload"]),
+)
+def test_fuzz_huge_integers(
+    world: World, unchanged: None, number: int, where: str
+) -> None:
     document = _valid(world)
     if where == "nonce":
         document["nonce"] = "__int__"
@@ -128,17 +149,29 @@ def test_fuzz_huge_integers(world: World, unchanged: None, number: int, where: s
 
 @FUZZ
 @given(depth=st.integers(min_value=33, max_value=20_000), kind=st.sampled_from("[{"))
-def test_fuzz_deep_nesting(world: World, unchanged: None, depth: int, kind: str) -> None:
-    inner = "[" * depth + "]" * depth if kind == "[" else '{"a":' * depth + "1" + "}" * depth
+def test_fuzz_deep_nesting(
+    world: World, unchanged: None, depth: int, kind: str
+) -> None:
+    inner = (
+        "[" * depth + "]" * depth
+        if kind == "["
+        else '{"a":' * depth + "1" + "}" * depth
+    )
     text = json.dumps(_valid(world)).replace('"fuzz"', inner)
     response = _post_raw(world, "/v1/tx/submit", text.encode())
     _assert_rejected(response, JSON_CODES | {"too_large"})
 
 
 @FUZZ
-@given(bad=st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\xc0\xaf"]),
-       field=st.sampled_from(["body", "signer", "chain_id"]))
-def test_fuzz_invalid_utf8(world: World, unchanged: None, bad: bytes, field: str) -> None:
+@given(
+    bad=st.sampled_from(
+        [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\xc0\xaf"]
+    ),
+    field=st.sampled_from(["body", "signer", "chain_id"]),
+)
+def test_fuzz_invalid_utf8(
+    world: World, unchanged: None, bad: bytes, field: str
+) -> None:
     document = _valid(world)
     if field == "body":
         document["payload"]["body"] = "__bad__"
@@ -152,15 +185,23 @@ def test_fuzz_invalid_utf8(world: World, unchanged: None, bad: bytes, field: str
 # -- envelope level ---------------------------------------------------------------
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=8,
 )
 
 
 @FUZZ
 @given(field=st.sampled_from(ENVELOPE_FIELDS), value=JSON_VALUES)
-def test_fuzz_wrong_types(world: World, unchanged: None, field: str, value: Any) -> None:
+def test_fuzz_wrong_types(
+    world: World, unchanged: None, field: str, value: Any
+) -> None:
     document = _valid(world)
     if type(value) is type(document[field]) and field != "payload":
         value = [value]
@@ -172,10 +213,17 @@ def test_fuzz_wrong_types(world: World, unchanged: None, field: str, value: Any)
 
 
 @FUZZ
-@given(missing=st.sets(st.sampled_from(ENVELOPE_FIELDS), min_size=1),
-       extra=st.dictionaries(st.text(min_size=1, max_size=8).filter(lambda k: k not in ENVELOPE_FIELDS),
-                             JSON_VALUES, max_size=2))
-def test_fuzz_envelope_fields(world: World, unchanged: None, missing: set[str], extra: dict[str, Any]) -> None:
+@given(
+    missing=st.sets(st.sampled_from(ENVELOPE_FIELDS), min_size=1),
+    extra=st.dictionaries(
+        st.text(min_size=1, max_size=8).filter(lambda k: k not in ENVELOPE_FIELDS),
+        JSON_VALUES,
+        max_size=2,
+    ),
+)
+def test_fuzz_envelope_fields(
+    world: World, unchanged: None, missing: set[str], extra: dict[str, Any]
+) -> None:
     document = {k: v for k, v in _valid(world).items() if k not in missing}
     document.update(extra)
     response = world.node.post("/v1/tx/submit", json=document)
@@ -183,9 +231,13 @@ def test_fuzz_envelope_fields(world: World, unchanged: None, missing: set[str], 
 
 
 @FUZZ
-@given(size=st.integers(min_value=64 * 1024, max_value=900 * 1024),
-       field=st.sampled_from(["body", "chain_id", "tx_type", "signer", "pubkey", "sig"]))
-def test_fuzz_oversize_fields(world: World, unchanged: None, size: int, field: str) -> None:
+@given(
+    size=st.integers(min_value=64 * 1024, max_value=900 * 1024),
+    field=st.sampled_from(["body", "chain_id", "tx_type", "signer", "pubkey", "sig"]),
+)
+def test_fuzz_oversize_fields(
+    world: World, unchanged: None, size: int, field: str
+) -> None:
     document = _valid(world)
     if field == "body":
         document["payload"]["body"] = "x" * size
@@ -197,7 +249,9 @@ def test_fuzz_oversize_fields(world: World, unchanged: None, size: int, field: s
 
 @FUZZ
 @given(body_size=st.integers(min_value=1024 * 1024 + 1, max_value=3 * 1024 * 1024))
-def test_fuzz_body_over_request_limit(world: World, unchanged: None, body_size: int) -> None:
+def test_fuzz_body_over_request_limit(
+    world: World, unchanged: None, body_size: int
+) -> None:
     document = _valid(world)
     document["payload"]["body"] = "x" * body_size
     response = world.node.post("/v1/tx/submit", json=document)
@@ -222,7 +276,9 @@ MANGLES = ["truncate", "extend", "prefix", "padding", "alphabet", "empty", "case
 
 @FUZZ
 @given(field=st.sampled_from(["pubkey", "sig"]), how=st.sampled_from(MANGLES))
-def test_fuzz_bad_key_and_signature_encodings(world: World, unchanged: None, field: str, how: str) -> None:
+def test_fuzz_bad_key_and_signature_encodings(
+    world: World, unchanged: None, field: str, how: str
+) -> None:
     document = _valid(world)
     document[field] = _mangle(document[field], how)
     response = world.node.post("/v1/tx/submit", json=document)
@@ -231,7 +287,9 @@ def test_fuzz_bad_key_and_signature_encodings(world: World, unchanged: None, fie
 
 @FUZZ
 @given(raw=st.binary(min_size=64, max_size=64))
-def test_fuzz_signature_of_random_bytes(world: World, unchanged: None, raw: bytes) -> None:
+def test_fuzz_signature_of_random_bytes(
+    world: World, unchanged: None, raw: bytes
+) -> None:
     document = _valid(world)
     document["sig"] = b64url_encode(raw)
     response = world.node.post("/v1/tx/submit", json=document)
@@ -246,17 +304,28 @@ def test_fuzz_signature_by_wrong_key(world: World, unchanged: None, body: str) -
     # Signed by another key but naming the founder's public key.
     forged = envelope(world, other, "CONTENT_POST_CREATE", {"body": body}, nonce)
     forged["pubkey"] = world.founder.pubkey
-    _assert_rejected(world.node.post("/v1/tx/submit", json=forged), {"bad_signature"}, 400)
+    _assert_rejected(
+        world.node.post("/v1/tx/submit", json=forged), {"bad_signature"}, 400
+    )
     # Signed and named by a key that is not one of the founder's.
     foreign = envelope(world, other, "CONTENT_POST_CREATE", {"body": body}, nonce)
-    _assert_rejected(world.node.post("/v1/tx/submit", json=foreign), {"key_not_allowed"}, 403)
+    _assert_rejected(
+        world.node.post("/v1/tx/submit", json=foreign), {"key_not_allowed"}, 403
+    )
 
 
 @FUZZ
-@given(body=st.text(min_size=1, max_size=50), field=st.sampled_from(["body", "nonce", "tx_type", "signer"]))
-def test_fuzz_signature_over_other_bytes(world: World, unchanged: None, body: str, field: str) -> None:
+@given(
+    body=st.text(min_size=1, max_size=50),
+    field=st.sampled_from(["body", "nonce", "tx_type", "signer"]),
+)
+def test_fuzz_signature_over_other_bytes(
+    world: World, unchanged: None, body: str, field: str
+) -> None:
     nonce = next_nonce(world.node, "@founder")
-    document = envelope(world, world.founder, "CONTENT_POST_CREATE", {"body": body}, nonce)
+    document = envelope(
+        world, world.founder, "CONTENT_POST_CREATE", {"body": body}, nonce
+    )
     if field == "body":
         document["payload"] = {"body": body + "!"}
     elif field == "nonce":
@@ -265,7 +334,9 @@ def test_fuzz_signature_over_other_bytes(world: World, unchanged: None, body: st
         document["tx_type"] = "CONTENT_COMMENT_CREATE"
     else:
         document["signer"] = "@alice"
-    _assert_rejected(world.node.post("/v1/tx/submit", json=document), {"bad_signature"}, 400)
+    _assert_rejected(
+        world.node.post("/v1/tx/submit", json=document), {"bad_signature"}, 400
+    )
 
 
 @FUZZ

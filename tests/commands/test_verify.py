@@ -34,17 +34,28 @@ def _build_chain(workdir: Path) -> Path:
     for height in range(1, BLOCKS + 1):
         envs = []
         for _ in range(3):
-            env = parse_envelope(build_envelope(
-                founder, chain_id=info.chain_id, tx_type="CONTENT_POST_CREATE",
-                signer="@founder", nonce=nonce, payload={"body": f"post {nonce}"},
-            ))
+            env = parse_envelope(
+                build_envelope(
+                    founder,
+                    chain_id=info.chain_id,
+                    tx_type="CONTENT_POST_CREATE",
+                    signer="@founder",
+                    nonce=nonce,
+                    payload={"body": f"post {nonce}"},
+                )
+            )
             envs.append(env)
             nonce += 1
         writer.store_pending([(env, int(time.time() * 1000)) for env in envs])
         head = writer.head()
         block = build_block(
-            writer.state, head["header"], envs, timestamp_ms=head["header"]["timestamp_ms"] + 1000,
-            genesis=info, producer_pubkey=node.pubkey, sign=node.sign,
+            writer.state,
+            head["header"],
+            envs,
+            timestamp_ms=head["header"]["timestamp_ms"] + 1000,
+            genesis=info,
+            producer_pubkey=node.pubkey,
+            sign=node.sign,
         )
         assert block.height == height
         writer.commit_block(block)
@@ -55,7 +66,9 @@ def _build_chain(workdir: Path) -> Path:
 def _verify(db_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "weall", "verify", "--db", str(db_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -69,23 +82,38 @@ def test_verify_clean_chain_passes(tmp_path: Path) -> None:
 
 def _tamper_envelope(conn: sqlite3.Connection, height: int) -> None:
     tx_id, envelope = conn.execute(
-        "SELECT tx_id, envelope FROM txs WHERE height = ? ORDER BY idx LIMIT 1", (height,)
+        "SELECT tx_id, envelope FROM txs WHERE height = ? ORDER BY idx LIMIT 1",
+        (height,),
     ).fetchone()
     document = orjson.loads(envelope)
     document["payload"]["body"] = "rewritten history"
-    conn.execute("UPDATE txs SET envelope = ? WHERE tx_id = ?", (orjson.dumps(document), tx_id))
+    conn.execute(
+        "UPDATE txs SET envelope = ? WHERE tx_id = ?", (orjson.dumps(document), tx_id)
+    )
 
 
 def _tamper_header(conn: sqlite3.Connection, height: int) -> None:
-    header = orjson.loads(conn.execute("SELECT header FROM blocks WHERE height = ?", (height,)).fetchone()[0])
+    header = orjson.loads(
+        conn.execute(
+            "SELECT header FROM blocks WHERE height = ?", (height,)
+        ).fetchone()[0]
+    )
     header["timestamp_ms"] += 1
-    conn.execute("UPDATE blocks SET header = ? WHERE height = ?", (orjson.dumps(header), height))
+    conn.execute(
+        "UPDATE blocks SET header = ? WHERE height = ?", (orjson.dumps(header), height)
+    )
 
 
 def _tamper_state_root(conn: sqlite3.Connection, height: int) -> None:
-    header = orjson.loads(conn.execute("SELECT header FROM blocks WHERE height = ?", (height,)).fetchone()[0])
+    header = orjson.loads(
+        conn.execute(
+            "SELECT header FROM blocks WHERE height = ?", (height,)
+        ).fetchone()[0]
+    )
     header["state_root"] = "b" + "a" * 52
-    conn.execute("UPDATE blocks SET header = ? WHERE height = ?", (orjson.dumps(header), height))
+    conn.execute(
+        "UPDATE blocks SET header = ? WHERE height = ?", (orjson.dumps(header), height)
+    )
 
 
 def _tamper_receipt(conn: sqlite3.Connection, height: int) -> None:

@@ -30,8 +30,13 @@ def free_port() -> int:
 class Node:
     """One supervisor process and its data directory."""
 
-    def __init__(self, workdir: Path, *, env: dict[str, str] | None = None,
-                 args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -44,14 +49,20 @@ class Node:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WEALL_") and k != "PORT"}
-        env.update({
-            "WEALL_API_PORT": str(self.port),
-            "WEALL_RUN_DIR": str(self.run_dir),
-            "WEALL_HEARTBEAT_INTERVAL_S": "0.2",
-            "WEALL_HEARTBEAT_TIMEOUT_S": "5",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("WEALL_") and k != "PORT"
+        }
+        env.update(
+            {
+                "WEALL_API_PORT": str(self.port),
+                "WEALL_RUN_DIR": str(self.run_dir),
+                "WEALL_HEARTBEAT_INTERVAL_S": "0.2",
+                "WEALL_HEARTBEAT_TIMEOUT_S": "5",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(self.extra_env)
         return env
 
@@ -59,7 +70,10 @@ class Node:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "weall", "supervise", *self.args],
-            cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
 
@@ -67,7 +81,9 @@ class Node:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"supervisor exited {self.process.returncode}:\n{self.log()}")
+                raise AssertionError(
+                    f"supervisor exited {self.process.returncode}:\n{self.log()}"
+                )
             try:
                 if httpx.get(f"{self.url}/v1/readyz", timeout=1.0).status_code == 200:
                     return
@@ -77,7 +93,9 @@ class Node:
         raise AssertionError(f"node not ready within {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return (
+            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        )
 
     def stop(self, timeout: float = 40.0) -> int:
         assert self.process is not None
@@ -105,18 +123,31 @@ class Node:
                 os.kill(pid, signal.SIGKILL)
         self.process.wait(10)
 
-    def cli(self, *args: str, check: bool = False, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = False, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "weall", *args], cwd=self.workdir, env=self.env,
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "weall", *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"weall {' '.join(args)} exited {result.returncode}: "
-                                 f"{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"weall {' '.join(args)} exited {result.returncode}: "
+                f"{result.stdout}\n{result.stderr}"
+            )
         return result
 
-    def tx(self, kind: str, *args: str, key: str = "data/keys/founder.key",
-           wait: bool = True) -> subprocess.CompletedProcess[str]:
+    def tx(
+        self,
+        kind: str,
+        *args: str,
+        key: str = "data/keys/founder.key",
+        wait: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
         extra = ["--wait"] if wait else []
         return self.cli("tx", kind, *args, "--key", key, "--url", self.url, *extra)
 

@@ -78,7 +78,9 @@ def test_node_end_to_end(tmp_path: Path) -> None:
 
         # A new account registers and updates its profile.
         alice = _register(node, "alice")
-        profile = node.tx("profile", "--display-name", "Alice", "--bio", "hi", key=str(alice))
+        profile = node.tx(
+            "profile", "--display-name", "Alice", "--bio", "hi", key=str(alice)
+        )
         assert profile.returncode == 0, profile.stderr
         account = node.get("/v1/accounts/@alice").json()
         assert account["profile"]["display_name"] == "Alice"
@@ -102,8 +104,12 @@ def test_node_end_to_end(tmp_path: Path) -> None:
         founder_key = keys.load_key_file(data / "keys/founder.key")
         next_nonce = node.get("/v1/accounts/@founder").json()["next_nonce"]
         envelope = build_envelope(
-            founder_key, chain_id="weall-dev", tx_type="CONTENT_POST_CREATE",
-            signer="@founder", nonce=next_nonce, payload={"body": "second post"},
+            founder_key,
+            chain_id="weall-dev",
+            tx_type="CONTENT_POST_CREATE",
+            signer="@founder",
+            nonce=next_nonce,
+            payload={"body": "second post"},
         )
         first = node.post("/v1/tx/submit", json=envelope)
         assert first.status_code == 202
@@ -111,8 +117,12 @@ def test_node_end_to_end(tmp_path: Path) -> None:
         assert again.status_code == 200
         assert again.json()["duplicate"] is True
         other_chain = build_envelope(
-            founder_key, chain_id="weall-other", tx_type="CONTENT_POST_CREATE",
-            signer="@founder", nonce=next_nonce + 1, payload={"body": "elsewhere"},
+            founder_key,
+            chain_id="weall-other",
+            tx_type="CONTENT_POST_CREATE",
+            signer="@founder",
+            nonce=next_nonce + 1,
+            payload={"body": "elsewhere"},
         )
         wrong = node.post("/v1/tx/submit", json=other_chain)
         assert wrong.status_code == 400
@@ -127,15 +137,22 @@ def test_node_end_to_end(tmp_path: Path) -> None:
         assert "second post" in bodies
         assert "hello from the founder" in bodies
         assert node.get("/v1/chain/head").json()["height"] > height_before - 1
-        assert node.get("/v1/accounts/@founder/posts").json()["items"][0]["body"] == "second post"
+        assert (
+            node.get("/v1/accounts/@founder/posts").json()["items"][0]["body"]
+            == "second post"
+        )
 
         # Acknowledged but not yet committed, then a power cut of the whole tree.
         pending = []
         base = node.get("/v1/accounts/@founder").json()["next_nonce"]
         for offset in range(5):
             env = build_envelope(
-                founder_key, chain_id="weall-dev", tx_type="CONTENT_POST_CREATE",
-                signer="@founder", nonce=base + offset, payload={"body": f"burst {offset}"},
+                founder_key,
+                chain_id="weall-dev",
+                tx_type="CONTENT_POST_CREATE",
+                signer="@founder",
+                nonce=base + offset,
+                payload={"body": f"burst {offset}"},
             )
             response = node.post("/v1/tx/submit", json=env)
             assert response.status_code == 202
@@ -145,7 +162,11 @@ def test_node_end_to_end(tmp_path: Path) -> None:
 
     with running_node(tmp_path) as node:
         for tx_id in pending:
-            _wait_for(lambda tx_id=tx_id: node.get(f"/v1/tx/{tx_id}").json()["status"] == "committed")
+            _wait_for(
+                lambda tx_id=tx_id: (
+                    node.get(f"/v1/tx/{tx_id}").json()["status"] == "committed"
+                )
+            )
         tip_after = node.get("/v1/chain/head").json()
         assert tip_after["height"] >= tip_before["height"]
         verify = node.cli("verify")
@@ -161,7 +182,9 @@ def test_supervise_stops_in_reverse_order(tmp_path: Path) -> None:
     log = node.log()
     for name in ACTORS:
         assert f"{name} |" in log, name
-    stopped = [line for line in log.splitlines() if "stopped" in line and "actor=" in line]
+    stopped = [
+        line for line in log.splitlines() if "stopped" in line and "actor=" in line
+    ]
     order = []
     for line in stopped:
         for name in ACTORS:
@@ -177,7 +200,11 @@ def test_killed_actor_restarts_alone(tmp_path: Path) -> None:
 
         def restarted() -> dict[str, int] | None:
             pids = node.actor_pids()
-            return pids if pids.get("checkpointer") not in (None, before["checkpointer"]) else None
+            return (
+                pids
+                if pids.get("checkpointer") not in (None, before["checkpointer"])
+                else None
+            )
 
         after = _wait_for(restarted)
         for name in ACTORS:

@@ -42,7 +42,9 @@ CHAIN_ID: Final = "weall-dev"
 FINAL: Final = ("committed", "rejected", "expired")
 
 
-def wait_for(predicate: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.1) -> T:
+def wait_for(
+    predicate: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.1
+) -> T:
     """Poll ``predicate`` until it returns a true value; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -59,12 +61,24 @@ def body_hash(body: bytes) -> str:
 
 
 def session_headers(
-    session: keys.KeyPair, account: str, body: bytes, *, path: str = "/v1/media/upload",
-    method: str = "POST", timestamp_ms: int | None = None, signed_hash: str | None = None,
+    session: keys.KeyPair,
+    account: str,
+    body: bytes,
+    *,
+    path: str = "/v1/media/upload",
+    method: str = "POST",
+    timestamp_ms: int | None = None,
+    signed_hash: str | None = None,
 ) -> dict[str, str]:
     """Return the four session headers of a request signed by ``session``."""
     timestamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-    lines = ("weall/request/v1", method, path, str(timestamp), signed_hash or body_hash(body))
+    lines = (
+        "weall/request/v1",
+        method,
+        path,
+        str(timestamp),
+        signed_hash or body_hash(body),
+    )
     return {
         "X-WeAll-Account": account,
         "X-WeAll-Session-Key": session.pubkey,
@@ -85,16 +99,26 @@ class Chain:
     def key_path(self, account: str) -> Path:
         return self.workdir / "keys" / f"{account.lstrip('@')}.key"
 
-    def submit(self, account: str, tx_type: str, payload: dict[str, Any],
-               *, key: keys.KeyPair | None = None) -> str:
+    def submit(
+        self,
+        account: str,
+        tx_type: str,
+        payload: dict[str, Any],
+        *,
+        key: keys.KeyPair | None = None,
+    ) -> str:
         """Sign with the account's next nonce and submit; return the tx id."""
         assert self.node is not None
         nonce = self.nonces.get(account)
         if nonce is None:
             nonce = int(self.node.get(f"/v1/accounts/{account}").json()["next_nonce"])
         envelope = build_envelope(
-            key or self.keys[account], chain_id=CHAIN_ID, tx_type=tx_type,
-            signer=account, nonce=nonce, payload=payload,
+            key or self.keys[account],
+            chain_id=CHAIN_ID,
+            tx_type=tx_type,
+            signer=account,
+            nonce=nonce,
+            payload=payload,
         )
         response = self.node.post("/v1/tx/submit", json=envelope)
         assert response.status_code == 202, response.text
@@ -108,12 +132,22 @@ class Chain:
         def final() -> dict[str, Any] | None:
             response = node.get(f"/v1/tx/{tx_id}")
             document: dict[str, Any] = response.json()
-            return document if response.status_code == 200 and document["status"] in FINAL else None
+            return (
+                document
+                if response.status_code == 200 and document["status"] in FINAL
+                else None
+            )
 
         return wait_for(final, timeout)
 
-    def commit(self, account: str, tx_type: str, payload: dict[str, Any],
-               *, key: keys.KeyPair | None = None) -> dict[str, Any]:
+    def commit(
+        self,
+        account: str,
+        tx_type: str,
+        payload: dict[str, Any],
+        *,
+        key: keys.KeyPair | None = None,
+    ) -> dict[str, Any]:
         """Submit, wait for the commit, and return the receipt, which must be ok."""
         status = self.wait_tx(self.submit(account, tx_type, payload, key=key))
         assert status["status"] == "committed", status
@@ -121,15 +155,29 @@ class Chain:
         receipt: dict[str, Any] = status["receipt"]
         return receipt
 
-    def issue_session(self, account: str, scope: Iterable[str], ttl_ms: int = 3_600_000) -> keys.KeyPair:
+    def issue_session(
+        self, account: str, scope: Iterable[str], ttl_ms: int = 3_600_000
+    ) -> keys.KeyPair:
         session = keys.generate()
         expires = int(time.time() * 1000) + ttl_ms
-        self.commit(account, "ACCOUNT_SESSION_KEY_ISSUE",
-                    {"pubkey": session.pubkey, "scope": sorted(scope), "expires_at_ms": expires})
+        self.commit(
+            account,
+            "ACCOUNT_SESSION_KEY_ISSUE",
+            {
+                "pubkey": session.pubkey,
+                "scope": sorted(scope),
+                "expires_at_ms": expires,
+            },
+        )
         return session
 
-    def upload(self, session: keys.KeyPair, account: str, body: bytes,
-               content_type: str = "application/octet-stream") -> httpx.Response:
+    def upload(
+        self,
+        session: keys.KeyPair,
+        account: str,
+        body: bytes,
+        content_type: str = "application/octet-stream",
+    ) -> httpx.Response:
         assert self.node is not None
         headers = session_headers(session, account, body)
         headers["Content-Type"] = content_type
@@ -142,8 +190,11 @@ class Chain:
 
 
 def write_chain(
-    workdir: Path, accounts: dict[str, tuple[int, list[str]]], params: dict[str, Any],
-    *, producer_roles: tuple[str, ...] = ("node_operator", "producer"),
+    workdir: Path,
+    accounts: dict[str, tuple[int, list[str]]],
+    params: dict[str, Any],
+    *,
+    producer_roles: tuple[str, ...] = ("node_operator", "producer"),
 ) -> Chain:
     """Write node and account keys and a genesis into ``workdir/data`` for a dev start.
 
@@ -153,14 +204,28 @@ def write_chain(
     data = workdir / "data"
     chain_keys = {"@node": keys.generate("@node")}
     keys.write_key_file(data / "keys" / "node.key", chain_keys["@node"])
-    entries = [{"id": "@node", "pubkey": chain_keys["@node"].pubkey, "poh_tier": 2,
-                "roles": list(producer_roles), "balance": 0}]
+    entries = [
+        {
+            "id": "@node",
+            "pubkey": chain_keys["@node"].pubkey,
+            "poh_tier": 2,
+            "roles": list(producer_roles),
+            "balance": 0,
+        }
+    ]
     chain = Chain(workdir, chain_keys)
     for account, (tier, roles) in accounts.items():
         key = chain_keys[account] = keys.generate(account)
         keys.write_key_file(chain.key_path(account), key)
-        entries.append({"id": account, "pubkey": key.pubkey, "poh_tier": tier,
-                        "roles": roles, "balance": 0})
+        entries.append(
+            {
+                "id": account,
+                "pubkey": key.pubkey,
+                "poh_tier": tier,
+                "roles": roles,
+                "balance": 0,
+            }
+        )
     document = {
         "chain_id": CHAIN_ID,
         "genesis_time_ms": int(time.time() * 1000),
@@ -183,7 +248,11 @@ class Pinner:
         self.log_path = self.home / "pinner.log"
         self.run_dir = Path(tempfile.mkdtemp(prefix="weall-pin-", dir="/tmp"))
         self.home.mkdir(parents=True, exist_ok=True)
-        base = {k: v for k, v in os.environ.items() if not k.startswith("WEALL_") and k != "PORT"}
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("WEALL_") and k != "PORT"
+        }
         self.env = {
             **base,
             "WEALL_PINNER_NODE_URL": chain.node.url,
@@ -199,11 +268,16 @@ class Pinner:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "weall", "actor", "pinner"],
-                cwd=self.home, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.home,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return (
+            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        )
 
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.process is None:

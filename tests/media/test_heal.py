@@ -50,8 +50,11 @@ NODE_ENV = {
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     workdir = tmp_path_factory.mktemp("heal-node")
     accounts = {name: (2, []) for name in OPERATORS} | {"@alice": (2, [])}
-    params = {"heartbeat_ms": BLOCK_MS, "replication_factor": 2,
-              "pin_confirm_timeout_blocks": 100_000}
+    params = {
+        "heartbeat_ms": BLOCK_MS,
+        "replication_factor": 2,
+        "pin_confirm_timeout_blocks": 100_000,
+    }
     chain = write_chain(workdir, accounts, params, producer_roles=("producer",))
     node = Node(workdir, env=NODE_ENV)
     chain.node = node
@@ -99,7 +102,10 @@ def _heal_heights(chain: Chain, pin_id: str, start: int) -> list[int]:
         for block in page["blocks"]:
             for tx in block["txs"]:
                 envelope = tx["envelope"]
-                if envelope["tx_type"] == "IPFS_PIN_HEAL" and envelope["payload"]["pin_id"] == pin_id:
+                if (
+                    envelope["tx_type"] == "IPFS_PIN_HEAL"
+                    and envelope["payload"]["pin_id"] == pin_id
+                ):
                     assert tx["receipt"]["ok"], tx
                     heights.append(block["height"])
         cursor = page["next_from"]
@@ -112,7 +118,9 @@ def _durable(chain: Chain, cid: str, operators: set[str]) -> dict[str, Any] | No
     return status if {t["operator"] for t in status["targets"]} == operators else None
 
 
-def test_lost_replica_healed_within_bound(chain: Chain, pinners: dict[str, Pinner]) -> None:
+def test_lost_replica_healed_within_bound(
+    chain: Chain, pinners: dict[str, Pinner]
+) -> None:
     for name in OPERATORS:
         chain.commit(name, "STORAGE_OPERATOR_ENROLL", {"capacity_bytes": 10**9})
     session = chain.issue_session("@alice", ["IPFS_PIN_REQUEST"])
@@ -150,7 +158,10 @@ def test_lost_replica_healed_within_bound(chain: Chain, pinners: dict[str, Pinne
     assert lost_name not in {t["operator"] for t in healed["targets"]}
     assert new_target["assigned_height"] == heal_height
     assert heal_height - failed_at <= HEAL_BOUND_BLOCKS, (failed_at, heal_height)
-    assert confirmed_at - heal_height <= CONFIRM_BOUND_BLOCKS, (heal_height, confirmed_at)
+    assert confirmed_at - heal_height <= CONFIRM_BOUND_BLOCKS, (
+        heal_height,
+        confirmed_at,
+    )
     assert confirmed_at - failed_at <= HEAL_BOUND_BLOCKS + CONFIRM_BOUND_BLOCKS
     assert cid in pinners[spare].pinned()
     assert f"pin lost pin_id={pin_id} cid={cid}" in pinners[lost_name].log()

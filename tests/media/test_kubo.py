@@ -31,7 +31,9 @@ IPFS_API: Final = os.environ.get("WEALL_TEST_IPFS_API", "")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.ipfs,
-    pytest.mark.skipif(not IPFS_API, reason="WEALL_TEST_IPFS_API is not set; run scripts/run-tests.sh"),
+    pytest.mark.skipif(
+        not IPFS_API, reason="WEALL_TEST_IPFS_API is not set; run scripts/run-tests.sh"
+    ),
 ]
 
 NODE_ENV = {
@@ -53,7 +55,11 @@ def _kubo_pins(cid: str) -> tuple[bool, bool, bool]:
 
     async def ask() -> tuple[bool, bool, bool]:
         async with KuboBackend(IPFS_API, timeout_s=30.0, stat_timeout_s=2.0) as kubo:
-            return await kubo.has(cid), await kubo.is_pinned(cid), cid in await kubo.list_pins()
+            return (
+                await kubo.has(cid),
+                await kubo.is_pinned(cid),
+                cid in await kubo.list_pins(),
+            )
 
     return trio.run(ask)
 
@@ -73,12 +79,20 @@ def chains() -> Iterator[list[Chain]]:
     yield started
     for chain in started:
         node = chain.node
-        if node is not None and node.process is not None and node.process.poll() is None:
+        if (
+            node is not None
+            and node.process is not None
+            and node.process.poll() is None
+        ):
             node.stop()
 
 
 def test_pin_on_upload_pins_in_kubo(tmp_path: Path, chains: list[Chain]) -> None:
-    env = {**NODE_ENV, "WEALL_IPFS_PIN_ON_UPLOAD": "1", "WEALL_MEDIA_AUTO_PIN_REQUEST": "0"}
+    env = {
+        **NODE_ENV,
+        "WEALL_IPFS_PIN_ON_UPLOAD": "1",
+        "WEALL_MEDIA_AUTO_PIN_REQUEST": "0",
+    }
     chain = _start(tmp_path, env)
     chains.append(chain)
     session = chain.issue_session("@alice", ["IPFS_PIN_REQUEST"])
@@ -97,7 +111,9 @@ def test_pin_on_upload_pins_in_kubo(tmp_path: Path, chains: list[Chain]) -> None
     assert download.headers["content-type"] == "audio/ogg"
 
 
-def test_upload_unpinned_until_pinner_confirms(tmp_path: Path, chains: list[Chain]) -> None:
+def test_upload_unpinned_until_pinner_confirms(
+    tmp_path: Path, chains: list[Chain]
+) -> None:
     env = {**NODE_ENV, "WEALL_IPFS_PIN_ON_UPLOAD": "0"}
     # Without its pinner, nothing but the upload itself touches the daemon.
     chain = _start(tmp_path, env, ["--actors", "producer,checkpointer,healer,api"])
@@ -120,10 +136,15 @@ def test_upload_unpinned_until_pinner_confirms(tmp_path: Path, chains: list[Chai
     # through the producer, which signs for @node.
     pinner = subprocess.Popen(
         [sys.executable, "-m", "weall", "actor", "pinner"],
-        cwd=tmp_path, env=node.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=node.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
-        durable = wait_for(lambda: (s := chain.status(cid)) is not None and s["durable"] and s, 60)
+        durable = wait_for(
+            lambda: (s := chain.status(cid)) is not None and s["durable"] and s, 60
+        )
     finally:
         pinner.terminate()
         pinner.wait(20)

@@ -28,11 +28,13 @@ def test_pinner_settings_defaults() -> None:
 
 
 def test_pinner_settings_read() -> None:
-    config = load({
-        "WEALL_PINNER_NODE_URL": "http://127.0.0.1:8000/",
-        "WEALL_PIN_RECHECK_S": "0.5",
-        "WEALL_PINNER_POLL_S": "0.25",
-    })
+    config = load(
+        {
+            "WEALL_PINNER_NODE_URL": "http://127.0.0.1:8000/",
+            "WEALL_PIN_RECHECK_S": "0.5",
+            "WEALL_PINNER_POLL_S": "0.25",
+        }
+    )
 
     assert config.pinner_node_url == "http://127.0.0.1:8000"
     assert config.pin_recheck_s == 0.5
@@ -43,7 +45,9 @@ def test_pinner_settings_read() -> None:
     ("variable", "value"),
     [
         pytest.param("WEALL_PINNER_NODE_URL", "ftp://127.0.0.1", id="url-scheme"),
-        pytest.param("WEALL_PINNER_NODE_URL", "http://127.0.0.1:8000/?a=1", id="url-query"),
+        pytest.param(
+            "WEALL_PINNER_NODE_URL", "http://127.0.0.1:8000/?a=1", id="url-query"
+        ),
         pytest.param("WEALL_PIN_RECHECK_S", "0", id="recheck-zero"),
         pytest.param("WEALL_PINNER_POLL_S", "soon", id="poll-text"),
     ],
@@ -64,7 +68,11 @@ def test_pinner_url_credentials_not_echoed() -> None:
 
 
 def _pinner_env(tmp_path: Path, key_path: Path, url: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("WEALL_") and k != "PORT"}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WEALL_") and k != "PORT"
+    }
     return {
         **base,
         "WEALL_PINNER_NODE_URL": url,
@@ -80,7 +88,10 @@ def _run_pinner(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "weall", "actor", "pinner"],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     finally:
         log.close()

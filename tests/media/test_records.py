@@ -25,9 +25,17 @@ CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
         pytest.param("  ", DEFAULT_MEDIA_TYPE, id="blank"),
         pytest.param("image/png", "image/png", id="plain"),
         pytest.param("Image/PNG", "image/png", id="type-lowered"),
-        pytest.param("text/plain; charset=UTF-8", "text/plain; charset=UTF-8", id="parameter-kept"),
-        pytest.param('text/plain;name="a b"', 'text/plain;name="a b"', id="quoted-parameter"),
-        pytest.param("application/vnd.api+json", "application/vnd.api+json", id="suffix"),
+        pytest.param(
+            "text/plain; charset=UTF-8",
+            "text/plain; charset=UTF-8",
+            id="parameter-kept",
+        ),
+        pytest.param(
+            'text/plain;name="a b"', 'text/plain;name="a b"', id="quoted-parameter"
+        ),
+        pytest.param(
+            "application/vnd.api+json", "application/vnd.api+json", id="suffix"
+        ),
     ],
 )
 def test_parse_media_type_accepts(header: str | None, expected: str) -> None:

@@ -95,7 +95,9 @@ def _error_code(response: httpx.Response) -> str:
     return code
 
 
-def test_upload_returns_cid_and_pin_request(chain: Chain, alice_session: keys.KeyPair) -> None:
+def test_upload_returns_cid_and_pin_request(
+    chain: Chain, alice_session: keys.KeyPair
+) -> None:
     body = _bytes(1, 30_000)
 
     response = chain.upload(alice_session, "@alice", body, "image/png")
@@ -119,7 +121,9 @@ def test_pinner_confirms_upload(chain: Chain, alice_session: keys.KeyPair) -> No
     body = _bytes(2)
     cid = chain.upload(alice_session, "@alice", body).json()["cid"]
 
-    pin = wait_for(lambda: (s := chain.status(cid)) is not None and s["durable"] and s, 60)
+    pin = wait_for(
+        lambda: (s := chain.status(cid)) is not None and s["durable"] and s, 60
+    )
 
     assert pin["confirmations"] == 1
     assert pin["shortfall"] is False
@@ -127,7 +131,9 @@ def test_pinner_confirms_upload(chain: Chain, alice_session: keys.KeyPair) -> No
     assert (_data(chain) / "ipfs" / "pins" / cid).exists()
 
 
-def test_download_streams_uploaded_bytes(chain: Chain, alice_session: keys.KeyPair) -> None:
+def test_download_streams_uploaded_bytes(
+    chain: Chain, alice_session: keys.KeyPair
+) -> None:
     body = _bytes(3, 20_000)
     cid = chain.upload(alice_session, "@alice", body, "image/PNG; q=1").json()["cid"]
 
@@ -166,7 +172,9 @@ def test_download_rejects(chain: Chain, cid: str, status: int, code: str) -> Non
     assert _error_code(response) == code
 
 
-def test_upload_again_returns_existing_pin(chain: Chain, alice_session: keys.KeyPair) -> None:
+def test_upload_again_returns_existing_pin(
+    chain: Chain, alice_session: keys.KeyPair
+) -> None:
     body = _bytes(4)
     first = chain.upload(alice_session, "@alice", body).json()
     chain.wait_tx(first["pin_request_tx_id"])
@@ -175,7 +183,9 @@ def test_upload_again_returns_existing_pin(chain: Chain, alice_session: keys.Key
 
     assert second.status_code == 200
     assert second.json() == {
-        "cid": first["cid"], "size_bytes": len(body), "pin_id": first["pin_request_tx_id"],
+        "cid": first["cid"],
+        "size_bytes": len(body),
+        "pin_id": first["pin_request_tx_id"],
     }
 
 
@@ -188,14 +198,18 @@ def test_upload_by_tier_1_account(chain: Chain) -> None:
     assert "pin_request_tx_id" in response.json()
 
 
-def _headers_for(chain: Chain, case: str, body: bytes, session: keys.KeyPair) -> dict[str, str]:
+def _headers_for(
+    chain: Chain, case: str, body: bytes, session: keys.KeyPair
+) -> dict[str, str]:
     now = int(time.time() * 1000)
     if case == "missing":
         headers = session_headers(session, "@alice", body)
         del headers["X-WeAll-Signature"]
         return headers
     if case == "clock_skew":
-        return session_headers(session, "@alice", body, timestamp_ms=now - 6 * 60 * 1000)
+        return session_headers(
+            session, "@alice", body, timestamp_ms=now - 6 * 60 * 1000
+        )
     if case == "unknown_account":
         return session_headers(session, "@nobody", body)
     if case == "not_session_key":
@@ -203,7 +217,9 @@ def _headers_for(chain: Chain, case: str, body: bytes, session: keys.KeyPair) ->
     if case == "account_key":
         return session_headers(chain.keys["@alice"], "@alice", body)
     if case == "bad_signature":
-        return session_headers(session, "@alice", body, signed_hash=body_hash(b"other bytes"))
+        return session_headers(
+            session, "@alice", body, signed_hash=body_hash(b"other bytes")
+        )
     if case == "malformed_signature":
         headers = session_headers(session, "@alice", body)
         headers["X-WeAll-Signature"] = "u" + "A" * 10
@@ -223,7 +239,9 @@ def _headers_for(chain: Chain, case: str, body: bytes, session: keys.KeyPair) ->
         pytest.param("account_key", "session_invalid", id="account-key"),
         pytest.param("bad_signature", "session_bad_signature", id="other-body-hash"),
         pytest.param("wrong_path", "session_bad_signature", id="other-path"),
-        pytest.param("malformed_signature", "session_bad_signature", id="malformed-signature"),
+        pytest.param(
+            "malformed_signature", "session_bad_signature", id="malformed-signature"
+        ),
     ],
 )
 def test_upload_session_rejected(
@@ -232,7 +250,9 @@ def test_upload_session_rejected(
     body = _bytes(100 + len(case))
 
     response = _node(chain).post(
-        "/v1/media/upload", content=body, headers=_headers_for(chain, case, body, alice_session)
+        "/v1/media/upload",
+        content=body,
+        headers=_headers_for(chain, case, body, alice_session),
     )
 
     assert response.status_code == 401, response.text
@@ -301,14 +321,18 @@ def test_upload_replay_rejected(chain: Chain, alice_session: keys.KeyPair) -> No
 def test_upload_invalid_content_type(chain: Chain, alice_session: keys.KeyPair) -> None:
     body = _bytes(11)
 
-    response = chain.upload(alice_session, "@alice", body, content_type="not a media type")
+    response = chain.upload(
+        alice_session, "@alice", body, content_type="not a media type"
+    )
 
     assert response.status_code == 415
     assert _error_code(response) == "unsupported_media_type"
     _assert_not_kept(chain, compute_cid(body))
 
 
-def test_upload_above_request_limit_accepted(chain: Chain, alice_session: keys.KeyPair) -> None:
+def test_upload_above_request_limit_accepted(
+    chain: Chain, alice_session: keys.KeyPair
+) -> None:
     body = _bytes(12, MAX_REQUEST * 4)
 
     response = chain.upload(alice_session, "@alice", body)
@@ -331,7 +355,9 @@ def test_upload_chunked_within_limit(chain: Chain, alice_session: keys.KeyPair) 
     assert response.json()["cid"] == compute_cid(body)
 
 
-def _raw_request(node: Node, head: dict[str, str], chunks: list[bytes]) -> tuple[str, float]:
+def _raw_request(
+    node: Node, head: dict[str, str], chunks: list[bytes]
+) -> tuple[str, float]:
     """Send headers and body pieces without ending the body; return the status line and wait."""
     lines = ["POST /v1/media/upload HTTP/1.1", f"Host: 127.0.0.1:{node.port}"]
     lines += [f"{name}: {value}" for name, value in head.items()]
@@ -344,7 +370,9 @@ def _raw_request(node: Node, head: dict[str, str], chunks: list[bytes]) -> tuple
         return reply.split("\r\n", 1)[0], time.monotonic() - started
 
 
-def test_upload_content_length_over_limit(chain: Chain, alice_session: keys.KeyPair) -> None:
+def test_upload_content_length_over_limit(
+    chain: Chain, alice_session: keys.KeyPair
+) -> None:
     head = session_headers(alice_session, "@alice", b"")
     head["Content-Length"] = str(MAX_UPLOAD + 1)
 
@@ -353,7 +381,9 @@ def test_upload_content_length_over_limit(chain: Chain, alice_session: keys.KeyP
     assert status_line.startswith("HTTP/1.1 413")
 
 
-def test_upload_chunked_cut_off_past_limit(chain: Chain, alice_session: keys.KeyPair) -> None:
+def test_upload_chunked_cut_off_past_limit(
+    chain: Chain, alice_session: keys.KeyPair
+) -> None:
     body = _bytes(14, MAX_UPLOAD + 1)
     head = session_headers(alice_session, "@alice", body)
     head["Transfer-Encoding"] = "chunked"
@@ -373,8 +403,9 @@ def test_post_with_uploaded_media(chain: Chain, alice_session: keys.KeyPair) -> 
     upload = chain.upload(alice_session, "@alice", _bytes(15), "image/jpeg").json()
     chain.wait_tx(upload["pin_request_tx_id"])
 
-    receipt = chain.commit("@alice", "CONTENT_POST_CREATE",
-                           {"body": "a picture", "media": [upload["cid"]]})
+    receipt = chain.commit(
+        "@alice", "CONTENT_POST_CREATE", {"body": "a picture", "media": [upload["cid"]]}
+    )
 
     post = _node(chain).get(f"/v1/content/{receipt['post_id']}").json()
     assert post["media"] == [upload["cid"]]
@@ -383,8 +414,12 @@ def test_post_with_uploaded_media(chain: Chain, alice_session: keys.KeyPair) -> 
 def test_post_with_unrequested_media_rejected(chain: Chain) -> None:
     nonce = _node(chain).get("/v1/accounts/@alice").json()["next_nonce"]
     envelope = build_envelope(
-        chain.keys["@alice"], chain_id="weall-dev", tx_type="CONTENT_POST_CREATE",
-        signer="@alice", nonce=nonce, payload={"body": "x", "media": [compute_cid(b"absent")]},
+        chain.keys["@alice"],
+        chain_id="weall-dev",
+        tx_type="CONTENT_POST_CREATE",
+        signer="@alice",
+        nonce=nonce,
+        payload={"body": "x", "media": [compute_cid(b"absent")]},
     )
 
     response = _node(chain).post("/v1/tx/submit", json=envelope)
@@ -395,32 +430,64 @@ def test_post_with_unrequested_media_rejected(chain: Chain) -> None:
 
 def test_operator_pins_pages(chain: Chain, alice_session: keys.KeyPair) -> None:
     for seed in (16, 17):
-        chain.wait_tx(chain.upload(alice_session, "@alice", _bytes(seed)).json()["pin_request_tx_id"])
+        chain.wait_tx(
+            chain.upload(alice_session, "@alice", _bytes(seed)).json()[
+                "pin_request_tx_id"
+            ]
+        )
     node = _node(chain)
 
     everything = node.get("/v1/operators/@node/pins?limit=1000").json()
     first = node.get("/v1/operators/@node/pins?limit=1").json()
-    second = node.get(f"/v1/operators/@node/pins?limit=1&cursor={first['next_cursor']}").json()
+    second = node.get(
+        f"/v1/operators/@node/pins?limit=1&cursor={first['next_cursor']}"
+    ).json()
 
     assert everything["operator"] == "@node"
     assert everything["active"] is True
     assert everything["next_cursor"] is None
     assert len(everything["pins"]) >= 2
-    assert [p["pin_id"] for p in everything["pins"]] == sorted(p["pin_id"] for p in everything["pins"])
+    assert [p["pin_id"] for p in everything["pins"]] == sorted(
+        p["pin_id"] for p in everything["pins"]
+    )
     assert first["pins"] == everything["pins"][:1]
     assert second["pins"] == everything["pins"][1:2]
-    assert set(first["pins"][0]) == {"pin_id", "cid", "size_bytes", "assigned_height", "ok"}
+    assert set(first["pins"][0]) == {
+        "pin_id",
+        "cid",
+        "size_bytes",
+        "assigned_height",
+        "ok",
+    }
 
 
 @pytest.mark.parametrize(
     ("path", "status", "code"),
     [
-        pytest.param("/v1/operators/@nobody/pins", 404, "not_found", id="unknown-account"),
-        pytest.param("/v1/operators/nobody/pins", 400, "invalid_request", id="malformed-account"),
-        pytest.param("/v1/operators/@node/pins?limit=0", 400, "invalid_request", id="limit-0"),
-        pytest.param("/v1/operators/@node/pins?limit=1001", 400, "invalid_request", id="limit-1001"),
-        pytest.param("/v1/operators/@node/pins?limit=x", 400, "invalid_request", id="limit-text"),
-        pytest.param("/v1/operators/@node/pins?cursor=zz", 400, "invalid_request", id="bad-cursor"),
+        pytest.param(
+            "/v1/operators/@nobody/pins", 404, "not_found", id="unknown-account"
+        ),
+        pytest.param(
+            "/v1/operators/nobody/pins", 400, "invalid_request", id="malformed-account"
+        ),
+        pytest.param(
+            "/v1/operators/@node/pins?limit=0", 400, "invalid_request", id="limit-0"
+        ),
+        pytest.param(
+            "/v1/operators/@node/pins?limit=1001",
+            400,
+            "invalid_request",
+            id="limit-1001",
+        ),
+        pytest.param(
+            "/v1/operators/@node/pins?limit=x", 400, "invalid_request", id="limit-text"
+        ),
+        pytest.param(
+            "/v1/operators/@node/pins?cursor=zz",
+            400,
+            "invalid_request",
+            id="bad-cursor",
+        ),
     ],
 )
 def test_operator_pins_rejects(chain: Chain, path: str, status: int, code: str) -> None:
@@ -444,13 +511,17 @@ def _heal_txs(node: Node, start: int) -> list[dict[str, Any]]:
     while True:
         page = node.get(f"/v1/blocks?from={cursor}&limit=100").json()
         for block in page["blocks"]:
-            found += [t for t in block["txs"] if t["envelope"]["tx_type"] == "IPFS_PIN_HEAL"]
+            found += [
+                t for t in block["txs"] if t["envelope"]["tx_type"] == "IPFS_PIN_HEAL"
+            ]
         if not page["blocks"]:
             return found
         cursor = page["next_from"]
 
 
-def test_lost_pin_confirmed_not_ok_and_not_healed(chain: Chain, alice_session: keys.KeyPair) -> None:
+def test_lost_pin_confirmed_not_ok_and_not_healed(
+    chain: Chain, alice_session: keys.KeyPair
+) -> None:
     node = _node(chain)
     cid = chain.upload(alice_session, "@alice", _bytes(18)).json()["cid"]
     wait_for(lambda: (s := chain.status(cid)) is not None and s["durable"], 60)
@@ -459,14 +530,21 @@ def test_lost_pin_confirmed_not_ok_and_not_healed(chain: Chain, alice_session: k
 
     (_data(chain) / "ipfs" / "pins" / cid).unlink()
 
-    lost = wait_for(lambda: (s := chain.status(cid)) is not None and s["shortfall"] and s, 60)
+    lost = wait_for(
+        lambda: (s := chain.status(cid)) is not None and s["shortfall"] and s, 60
+    )
     assert lost["confirmations"] == 0
     assert lost["durable"] is False
     assert lost["targets"][0]["operator"] == "@node"
     assert lost["targets"][0]["state"] == "failed"
     assert lost["targets"][0]["confirmation"]["ok"] is False
     failed_at = lost["targets"][0]["confirmation"]["height"]
-    wait_for(lambda: node.get("/v1/chain/head").json()["height"] >= failed_at + 4 * HEAL_INTERVAL, 60)
+    wait_for(
+        lambda: (
+            node.get("/v1/chain/head").json()["height"] >= failed_at + 4 * HEAL_INTERVAL
+        ),
+        60,
+    )
     assert _heal_txs(node, failed_at) == []
     still = chain.status(cid)
     assert still is not None

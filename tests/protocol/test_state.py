@@ -315,4 +315,6 @@ def test_state_root_raw_matches_parsed() -> None:
     overlay.put("account", "@zed", {"id": "@zed", "b": [1, 2], "a": {"ü": "é"}})
     overlay.put("post", "p1", {"body": "x"})
     overlay.delete("follow", "@a/@b")
-    assert state_root_of_raw("bprev", overlay.raw_changes()) == next_state_root("bprev", overlay.changes())
+    assert state_root_of_raw("bprev", overlay.raw_changes()) == next_state_root(
+        "bprev", overlay.changes()
+    )

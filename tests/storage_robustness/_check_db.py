@@ -31,7 +31,12 @@ def check(db_path: Path, tx_ids: list[str]) -> dict[str, object]:
         conn.execute("COMMIT")
     finally:
         conn.close()
-    return {"integrity": integrity, "head": head, "statuses": found, "replayed": replayed}
+    return {
+        "integrity": integrity,
+        "head": head,
+        "statuses": found,
+        "replayed": replayed,
+    }
 
 
 def main(argv: list[str]) -> int:

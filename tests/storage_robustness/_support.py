@@ -43,8 +43,13 @@ CHAIN_ID = "weall-dev"
 POST = "CONTENT_POST_CREATE"
 
 
-def wait_for(predicate: Callable[[], T | None], *, timeout: float, what: str,
-             interval: float = 0.1) -> T:
+def wait_for(
+    predicate: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+) -> T:
     """Poll ``predicate`` until it returns a true value; fail naming ``what``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -61,8 +66,13 @@ class StorageNode(Node):
     The load comes from one address, and the tests take their own backups.
     """
 
-    def __init__(self, workdir: Path, *, env: dict[str, str] | None = None,
-                 args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
         defaults = {"WEALL_RATE_LIMIT_PER_S": "0", "WEALL_BACKUP_INTERVAL_S": "0"}
         super().__init__(workdir, env={**defaults, **(env or {})}, args=args)
 
@@ -89,7 +99,9 @@ class StorageNode(Node):
     def cli_json(self, *args: str, timeout: float = 120.0) -> dict[str, Any]:
         """Run ``weall ARGS``, expect exit 0, and parse the last line of stdout."""
         result = self.cli(*args, timeout=timeout)
-        assert result.returncode == 0, f"weall {' '.join(args)}: {result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, (
+            f"weall {' '.join(args)}: {result.stdout}\n{result.stderr}"
+        )
         document: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
         return document
 
@@ -115,17 +127,27 @@ class Poster:
     def _body(self, nonce: int) -> str:
         if self.wide:
             rng = random.Random(nonce)
-            return f"{nonce} " + "".join(rng.choices(WIDE_ALPHABET, k=self.body_chars - 12))
-        return (f"{nonce} " + secrets.token_hex(self.body_chars // 2))[: self.body_chars]
+            return f"{nonce} " + "".join(
+                rng.choices(WIDE_ALPHABET, k=self.body_chars - 12)
+            )
+        return (f"{nonce} " + secrets.token_hex(self.body_chars // 2))[
+            : self.body_chars
+        ]
 
     def envelopes(self, count: int) -> list[dict[str, Any]]:
         batch = []
         for offset in range(count):
             body = self._body(self.next_nonce + offset)
-            batch.append(build_envelope(
-                self.key, chain_id=self.chain_id, tx_type=POST, signer="@founder",
-                nonce=self.next_nonce + offset, payload={"body": body},
-            ))
+            batch.append(
+                build_envelope(
+                    self.key,
+                    chain_id=self.chain_id,
+                    tx_type=POST,
+                    signer="@founder",
+                    nonce=self.next_nonce + offset,
+                    payload={"body": body},
+                )
+            )
         return batch
 
 
@@ -151,8 +173,15 @@ class LoadThread(threading.Thread):
     larger than that is rejected in part until blocks commit.
     """
 
-    def __init__(self, node: StorageNode, poster: Poster, *, batch: int, pause_s: float,
-                 duration_s: float) -> None:
+    def __init__(
+        self,
+        node: StorageNode,
+        poster: Poster,
+        *,
+        batch: int,
+        pause_s: float,
+        duration_s: float,
+    ) -> None:
         super().__init__(daemon=True)
         self.node = node
         self.poster = poster
@@ -181,13 +210,16 @@ class LoadThread(threading.Thread):
         response = client.post("/v1/tx/batch", json={"envelopes": envelopes})
         self.stats.batches += 1
         if response.status_code != 200:
-            self.stats.rejected[str(response.status_code)] = (
-                self.stats.rejected.get(str(response.status_code), 0) + len(envelopes))
+            self.stats.rejected[str(response.status_code)] = self.stats.rejected.get(
+                str(response.status_code), 0
+            ) + len(envelopes)
             return
         accepted = 0
         for result in response.json()["results"]:
             if result.get("http_status") != 202:
-                code = result.get("error", {}).get("code", str(result.get("http_status")))
+                code = result.get("error", {}).get(
+                    "code", str(result.get("http_status"))
+                )
                 if code == "nonce_too_high":
                     self.stats.window_waits += 1
                     self._stop_event.wait(0.05)
@@ -237,7 +269,9 @@ class ReadLoop(threading.Thread):
 class WalSampler(threading.Thread):
     """Records ``(monotonic time, -wal size)`` every ``interval_s`` until stopped."""
 
-    def __init__(self, db_path: Path, *, interval_s: float = 0.01, duration_s: float = 300) -> None:
+    def __init__(
+        self, db_path: Path, *, interval_s: float = 0.01, duration_s: float = 300
+    ) -> None:
         super().__init__(daemon=True)
         self.wal = db_path.with_name(db_path.name + "-wal")
         self.interval_s = interval_s
@@ -261,7 +295,9 @@ class WalSampler(threading.Thread):
             self._stop_event.wait(self.interval_s)
 
     def max_size(self, since: float = 0.0) -> int:
-        return max((size for moment, size in self.samples if moment >= since), default=0)
+        return max(
+            (size for moment, size in self.samples if moment >= since), default=0
+        )
 
 
 # -- databases built in-process ------------------------------------------------
@@ -278,7 +314,9 @@ class BuiltChain:
     seconds: float
 
 
-def build_chain(data: Path, *, blocks: int, posts_per_block: int, body_chars: int) -> BuiltChain:
+def build_chain(
+    data: Path, *, blocks: int, posts_per_block: int, body_chars: int
+) -> BuiltChain:
     """Write keys, a dev genesis and a chain of signed founder posts into ``data``.
 
     Every block goes through ``build_block`` and ``Writer.commit_block``, as in
@@ -311,23 +349,39 @@ def build_chain(data: Path, *, blocks: int, posts_per_block: int, body_chars: in
         timestamp = genesis_time + number * 1000
         writer.store_pending([(env, timestamp) for env in envelopes])
         block = build_block(
-            writer.state, head["header"], envelopes, timestamp_ms=timestamp, genesis=info,
-            producer_pubkey=node.pubkey, sign=node.sign,
+            writer.state,
+            head["header"],
+            envelopes,
+            timestamp_ms=timestamp,
+            genesis=info,
+            producer_pubkey=node.pubkey,
+            sign=node.sign,
         )
         assert all(receipt["ok"] for receipt in block.receipts), block.receipts[:1]
         writer.commit_block(block)
         head = {"height": block.height, "header": block.header}
     writer.checkpoint("TRUNCATE")
     writer.close()
-    write_tip(config.db_path, head["height"], _block_hash(config.db_path, head["height"]))
-    return BuiltChain(data, head["height"], blocks * posts_per_block, poster.next_nonce,
-                      time.monotonic() - started)
+    write_tip(
+        config.db_path, head["height"], _block_hash(config.db_path, head["height"])
+    )
+    return BuiltChain(
+        data,
+        head["height"],
+        blocks * posts_per_block,
+        poster.next_nonce,
+        time.monotonic() - started,
+    )
 
 
 def _block_hash(db_path: Path, height: int) -> str:
     conn = sqlite3.connect(db_path)
     try:
-        return str(conn.execute("SELECT hash FROM blocks WHERE height = ?", (height,)).fetchone()[0])
+        return str(
+            conn.execute(
+                "SELECT hash FROM blocks WHERE height = ?", (height,)
+            ).fetchone()[0]
+        )
     finally:
         conn.close()
 
@@ -341,7 +395,9 @@ def check_blocks_whole(conn: sqlite3.Connection, *, from_height: int = 0) -> int
     Counts and places are checked for every block; the transaction ids
     against the header for the blocks at or above ``from_height``.
     """
-    heights = [row[0] for row in conn.execute("SELECT height FROM blocks ORDER BY height")]
+    heights = [
+        row[0] for row in conn.execute("SELECT height FROM blocks ORDER BY height")
+    ]
     assert heights == list(range(len(heights))), "block heights are not 0..head"
     bad = conn.execute(
         "SELECT b.height, b.tx_count, COUNT(t.tx_id), MIN(t.idx), MAX(t.idx) FROM blocks b"
@@ -349,7 +405,9 @@ def check_blocks_whole(conn: sqlite3.Connection, *, from_height: int = 0) -> int
         " HAVING COUNT(t.tx_id) != b.tx_count"
         " OR (b.tx_count > 0 AND (MIN(t.idx) != 0 OR MAX(t.idx) != b.tx_count - 1))"
     ).fetchall()
-    assert not bad, f"blocks whose transactions do not match (height, count, rows, idx): {bad[:5]}"
+    assert not bad, (
+        f"blocks whose transactions do not match (height, count, rows, idx): {bad[:5]}"
+    )
     strays = conn.execute(
         "SELECT COUNT(*) FROM txs WHERE (status IN ('committed', 'rejected')) !="
         " (height IS NOT NULL)"
@@ -360,11 +418,18 @@ def check_blocks_whole(conn: sqlite3.Connection, *, from_height: int = 0) -> int
     ).fetchone()[0]
     assert beyond == 0, f"{beyond} transactions point past the last block"
     for height, header in conn.execute(
-        "SELECT height, header FROM blocks WHERE height >= ? ORDER BY height", (from_height,)
+        "SELECT height, header FROM blocks WHERE height >= ? ORDER BY height",
+        (from_height,),
     ).fetchall():
-        stored = [row[0] for row in conn.execute(
-            "SELECT tx_id FROM txs WHERE height = ? ORDER BY idx", (height,))]
-        assert stored == orjson.loads(header)["tx_ids"], f"block {height}: tx_ids differ"
+        stored = [
+            row[0]
+            for row in conn.execute(
+                "SELECT tx_id FROM txs WHERE height = ? ORDER BY idx", (height,)
+            )
+        ]
+        assert stored == orjson.loads(header)["tx_ids"], (
+            f"block {height}: tx_ids differ"
+        )
     return heights[-1]
 
 
@@ -374,10 +439,17 @@ def statuses(conn: sqlite3.Connection, tx_ids: list[str]) -> dict[str, str]:
     for start in range(0, len(tx_ids), 500):
         chunk = tx_ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        found.update(conn.execute(
-            f"SELECT tx_id, status FROM txs WHERE tx_id IN ({marks})", chunk).fetchall())
+        found.update(
+            conn.execute(
+                f"SELECT tx_id, status FROM txs WHERE tx_id IN ({marks})", chunk
+            ).fetchall()
+        )
     return found
 
 
 def env_without_weall() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("WEALL_") and k != "PORT"}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WEALL_") and k != "PORT"
+    }

@@ -28,20 +28,25 @@ BLOCK_INTERVAL_MS = 500
 MIN_DB_BYTES = 200 * 1024 * 1024
 
 
-def _blocks_between(db_path: Path, start_ms: int, end_ms: int) -> list[tuple[int, int, int]]:
+def _blocks_between(
+    db_path: Path, start_ms: int, end_ms: int
+) -> list[tuple[int, int, int]]:
     """``(height, timestamp_ms, tx_count)`` of the blocks in the window and one on each side."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
         first = conn.execute(
-            "SELECT COALESCE(MAX(height), 0) FROM blocks WHERE timestamp_ms < ?", (start_ms,)
+            "SELECT COALESCE(MAX(height), 0) FROM blocks WHERE timestamp_ms < ?",
+            (start_ms,),
         ).fetchone()[0]
         last = conn.execute(
             "SELECT COALESCE(MIN(height), (SELECT MAX(height) FROM blocks)) FROM blocks"
-            " WHERE timestamp_ms > ?", (end_ms,)
+            " WHERE timestamp_ms > ?",
+            (end_ms,),
         ).fetchone()[0]
         return conn.execute(
             "SELECT height, timestamp_ms, tx_count FROM blocks WHERE height BETWEEN ? AND ?"
-            " ORDER BY height", (first, last)
+            " ORDER BY height",
+            (first, last),
         ).fetchall()
     finally:
         conn.close()
@@ -57,15 +62,22 @@ def _sha256(path: Path) -> str:
 
 @pytest.mark.slow
 def test_backup_under_load_keeps_block_cadence(tmp_path: Path) -> None:
-    built = build_chain(tmp_path / "data", blocks=60, posts_per_block=30, body_chars=15500)
+    built = build_chain(
+        tmp_path / "data", blocks=60, posts_per_block=30, body_chars=15500
+    )
     db_bytes = (tmp_path / "data" / "weall.db").stat().st_size
     assert db_bytes >= MIN_DB_BYTES, f"fixture database is only {db_bytes} bytes"
-    print(f"\nbuilt {db_bytes / 2**20:.0f} MiB, {built.posts} posts in {built.seconds:.1f} s")
+    print(
+        f"\nbuilt {db_bytes / 2**20:.0f} MiB, {built.posts} posts in {built.seconds:.1f} s"
+    )
 
-    node = StorageNode(tmp_path, env={
-        "WEALL_BLOCK_INTERVAL_MS": str(BLOCK_INTERVAL_MS),
-        "WEALL_CHECKPOINT_INTERVAL_S": "1",
-    })
+    node = StorageNode(
+        tmp_path,
+        env={
+            "WEALL_BLOCK_INTERVAL_MS": str(BLOCK_INTERVAL_MS),
+            "WEALL_CHECKPOINT_INTERVAL_S": "1",
+        },
+    )
     node.start()
     try:
         node.wait_ready(timeout=120)
@@ -73,25 +85,33 @@ def test_backup_under_load_keeps_block_cadence(tmp_path: Path) -> None:
         load = LoadThread(node, poster, batch=10, pause_s=0.05, duration_s=180)
         load.start()
         start_height = node.head()["height"]
-        wait_for(lambda: node.head()["height"] >= start_height + 4, timeout=30,
-                 what="blocks under load before the backup")
+        wait_for(
+            lambda: node.head()["height"] >= start_height + 4,
+            timeout=30,
+            what="blocks under load before the backup",
+        )
 
         started_ms = int(time.time() * 1000)
         manifest = node.cli_json("backup", "--no-prune", timeout=300)
         ended_ms = int(time.time() * 1000)
         after = node.head()["height"]
-        wait_for(lambda: node.head()["height"] >= after + 3, timeout=30,
-                 what="blocks after the backup")
+        wait_for(
+            lambda: node.head()["height"] >= after + 3,
+            timeout=30,
+            what="blocks after the backup",
+        )
         load.stop()
         assert not load.stats.errors, load.stats.errors[:3]
         assert load.stats.rejected == {}, load.stats.rejected
 
         blocks = _blocks_between(node.db_path, started_ms, ended_ms)
         gaps = [b[1] - a[1] for a, b in zip(blocks, blocks[1:], strict=False)]
-        print(f"backup took {(ended_ms - started_ms) / 1000:.1f} s, "
-              f"{manifest['size_bytes'] / 2**20:.0f} MiB, duration_s={manifest['duration_s']}; "
-              f"{len(blocks)} blocks around it, longest gap {max(gaps)} ms "
-              f"(interval {BLOCK_INTERVAL_MS} ms)")
+        print(
+            f"backup took {(ended_ms - started_ms) / 1000:.1f} s, "
+            f"{manifest['size_bytes'] / 2**20:.0f} MiB, duration_s={manifest['duration_s']}; "
+            f"{len(blocks)} blocks around it, longest gap {max(gaps)} ms "
+            f"(interval {BLOCK_INTERVAL_MS} ms)"
+        )
         assert len(blocks) >= 3
         assert max(gaps) <= 2 * BLOCK_INTERVAL_MS, gaps
         assert all(count > 0 for _, _, count in blocks[1:-1]), "an interval had no load"
@@ -105,7 +125,9 @@ def test_backup_under_load_keeps_block_cadence(tmp_path: Path) -> None:
         node.stop()
 
 
-def _check_manifest(node: StorageNode, backup: Path, manifest: dict[str, object]) -> None:
+def _check_manifest(
+    node: StorageNode, backup: Path, manifest: dict[str, object]
+) -> None:
     stored = json.loads(backup.with_suffix(".json").read_text(encoding="utf-8"))
     for name in ("file", "height", "tip_hash", "sha256", "size_bytes", "created_ms"):
         assert stored[name] == manifest[name], name
@@ -116,8 +138,11 @@ def _check_manifest(node: StorageNode, backup: Path, manifest: dict[str, object]
     conn = sqlite3.connect(f"file:{node.db_path}?mode=ro", uri=True)
     try:
         live_hash = conn.execute(
-            "SELECT hash FROM blocks WHERE height = ?", (stored["height"],)).fetchone()[0]
-        genesis = conn.execute("SELECT value FROM meta WHERE key = 'genesis_hash'").fetchone()[0]
+            "SELECT hash FROM blocks WHERE height = ?", (stored["height"],)
+        ).fetchone()[0]
+        genesis = conn.execute(
+            "SELECT value FROM meta WHERE key = 'genesis_hash'"
+        ).fetchone()[0]
     finally:
         conn.close()
     assert stored["tip_hash"] == live_hash
@@ -139,7 +164,9 @@ def small_db(tmp_path: Path) -> Path:
     return config.db_path
 
 
-def _expected_kept(moments: list[dt.datetime], daily: int, weekly: int) -> set[dt.datetime]:
+def _expected_kept(
+    moments: list[dt.datetime], daily: int, weekly: int
+) -> set[dt.datetime]:
     """The retention rule, written independently of ``prune_backups``."""
     newest_per_day: dict[dt.date, dt.datetime] = {}
     newest_per_week: dict[tuple[int, int], dt.datetime] = {}
@@ -153,7 +180,9 @@ def _expected_kept(moments: list[dt.datetime], daily: int, weekly: int) -> set[d
     return {newest_per_day[d] for d in days} | {newest_per_week[w] for w in weeks}
 
 
-def test_retention_keeps_seven_daily_four_weekly(small_db: Path, tmp_path: Path) -> None:
+def test_retention_keeps_seven_daily_four_weekly(
+    small_db: Path, tmp_path: Path
+) -> None:
     backups = tmp_path / "backups"
     start = dt.datetime(2025, 3, 1, 1, 0, tzinfo=dt.UTC)
     moments = []
@@ -165,7 +194,10 @@ def test_retention_keeps_seven_daily_four_weekly(small_db: Path, tmp_path: Path)
             prune_backups(backups, keep_daily=7, keep_weekly=4)
             moments.append(moment)
 
-    kept = {dt.datetime.fromtimestamp(m.created_ms / 1000, dt.UTC) for m in list_manifests(backups)}
+    kept = {
+        dt.datetime.fromtimestamp(m.created_ms / 1000, dt.UTC)
+        for m in list_manifests(backups)
+    }
     assert kept == _expected_kept(moments, 7, 4)
     assert len([m for m in kept if m >= moments[-1] - dt.timedelta(days=7)]) >= 7
     db_files = sorted(p.name for p in backups.glob("*.db"))

@@ -48,11 +48,14 @@ def _hold_snapshot(db_path: Path, seconds: float) -> tuple[float, int]:
 
 
 def test_wal_bounded_under_load(tmp_path: Path) -> None:
-    node = StorageNode(tmp_path, env={
-        "WEALL_WAL_MAX_BYTES": str(WAL_MAX_BYTES),
-        "WEALL_CHECKPOINT_INTERVAL_S": str(CHECKPOINT_INTERVAL_S),
-        "WEALL_BLOCK_INTERVAL_MS": "250",
-    })
+    node = StorageNode(
+        tmp_path,
+        env={
+            "WEALL_WAL_MAX_BYTES": str(WAL_MAX_BYTES),
+            "WEALL_CHECKPOINT_INTERVAL_S": str(CHECKPOINT_INTERVAL_S),
+            "WEALL_BLOCK_INTERVAL_MS": "250",
+        },
+    )
     node.start()
     try:
         node.wait_ready()
@@ -89,18 +92,22 @@ def test_wal_bounded_under_load(tmp_path: Path) -> None:
             thread.stop()
         sampler.stop()
 
-        print(f"\nsteady: {steady_acks} posts in {STEADY_S} s, WAL max "
-              f"{steady_max / 2**20:.2f} MiB of {WAL_MAX_BYTES / 2**20:.0f} MiB; "
-              f"reads {sum(r.count for r in reads)}; long reader: WAL max "
-              f"{held_max / 2**20:.2f} MiB in {HOLD_S} s, truncated {after_reader} s after it "
-              f"ended; backup of {backup['size_bytes'] / 2**20:.1f} MiB took "
-              f"{backup_done - backup_started:.2f} s, truncated {after_backup} s from its end")
+        print(
+            f"\nsteady: {steady_acks} posts in {STEADY_S} s, WAL max "
+            f"{steady_max / 2**20:.2f} MiB of {WAL_MAX_BYTES / 2**20:.0f} MiB; "
+            f"reads {sum(r.count for r in reads)}; long reader: WAL max "
+            f"{held_max / 2**20:.2f} MiB in {HOLD_S} s, truncated {after_reader} s after it "
+            f"ended; backup of {backup['size_bytes'] / 2**20:.1f} MiB took "
+            f"{backup_done - backup_started:.2f} s, truncated {after_backup} s from its end"
+        )
         # Pinned by the reader, the WAL outgrew the limit in HOLD_S: the same
         # load over STEADY_S would have too, without the checkpoints.
         assert held_max > WAL_MAX_BYTES, "the load wrote too little to test the limit"
         assert STEADY_S >= HOLD_S
         assert steady_max <= WAL_MAX_BYTES
-        assert after_reader is not None, "the WAL was not truncated after the long reader"
+        assert after_reader is not None, (
+            "the WAL was not truncated after the long reader"
+        )
         assert after_reader <= CHECKPOINT_INTERVAL_S
         assert after_backup is not None, "the WAL was not truncated after the backup"
         assert after_backup <= CHECKPOINT_INTERVAL_S
@@ -111,10 +118,15 @@ def test_wal_bounded_under_load(tmp_path: Path) -> None:
         assert not load.stats.errors, load.stats.errors[:3]
         assert load.stats.rejected == {}, load.stats.rejected
         last = load.stats.acknowledged[-1]
-        wait_for(lambda: node.get(f"/v1/tx/{last}").json().get("status") == "committed",
-                 timeout=60, what="the last acknowledged post to commit")
+        wait_for(
+            lambda: node.get(f"/v1/tx/{last}").json().get("status") == "committed",
+            timeout=60,
+            what="the last acknowledged post to commit",
+        )
         assert "checkpoint after backup mode=TRUNCATE busy=False" in node.log()
-        busy_lines = [line for line in node.log().splitlines() if "checkpoint busy" in line]
+        busy_lines = [
+            line for line in node.log().splitlines() if "checkpoint busy" in line
+        ]
         assert busy_lines, "the long reader made no checkpoint report busy"
         # One line per busy episode (rate-limited), not one per retry.
         assert len(busy_lines) <= 2 * (HOLD_S + 10) / CHECKPOINT_INTERVAL_S / 10 + 4

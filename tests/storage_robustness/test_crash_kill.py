@@ -112,7 +112,9 @@ def torn_frames(wal: Path) -> int:
     after_commit = 0
     offset = WAL_HEADER.size
     while offset + frame_bytes <= len(data):
-        _, commit_size, frame_salt1, frame_salt2 = FRAME_HEADER.unpack_from(data, offset)
+        _, commit_size, frame_salt1, frame_salt2 = FRAME_HEADER.unpack_from(
+            data, offset
+        )
         if (frame_salt1, frame_salt2) != (salt1, salt2):
             break
         after_commit = 0 if commit_size else after_commit + 1
@@ -164,12 +166,16 @@ class KillLoop:
         with self.log_path.open("ab") as log:
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "weall", "actor", "producer"],
-                env=self.env, stdout=log, stderr=log,
+                env=self.env,
+                stdout=log,
+                stderr=log,
             )
         with trio.fail_after(60):
             while not self.config.producer_socket.exists():
                 if process.poll() is not None:
-                    raise AssertionError(f"producer exited {process.returncode}; see {self.log_path}")
+                    raise AssertionError(
+                        f"producer exited {process.returncode}; see {self.log_path}"
+                    )
                 await trio.sleep(0.01)
         self.stats.startup_s.append(time.monotonic() - started)
         return process
@@ -213,7 +219,10 @@ class KillLoop:
 
     async def cycle(self) -> None:
         process = await self.start_producer()
-        async with ipc.open_client(self.config.producer_socket) as client, trio.open_nursery() as nursery:
+        async with (
+            ipc.open_client(self.config.producer_socket) as client,
+            trio.open_nursery() as nursery,
+        ):
             nursery.start_soon(self.submit_forever, client)
             await self.wait_kill_point()
             process.send_signal(signal.SIGKILL)
@@ -230,20 +239,30 @@ class KillLoop:
 
     def check_after_kill(self) -> None:
         db_path = self.data / "weall.db"
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None)
+        conn = sqlite3.connect(
+            f"file:{db_path}?mode=ro", uri=True, isolation_level=None
+        )
         try:
             conn.execute("BEGIN")
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             head = check_blocks_whole(conn, from_height=self.checked_height)
             found = statuses(conn, self.stats.acknowledged)
             missing = [tx for tx in self.stats.acknowledged if tx not in found]
-            assert not missing, f"acknowledged but missing after kill {self.stats.kills}: {missing[:3]}"
+            assert not missing, (
+                f"acknowledged but missing after kill {self.stats.kills}: {missing[:3]}"
+            )
             assert set(found.values()) <= {"pending", "committed"}, set(found.values())
             tip = read_tip(db_path)
             if tip is not None:
-                row = conn.execute("SELECT hash FROM blocks WHERE height = ?", (tip.height,)).fetchone()
-                assert row is not None, f"the tip file names block {tip.height}, which is missing"
-                assert row[0] == tip.hash, f"the tip file names another block {tip.height}"
+                row = conn.execute(
+                    "SELECT hash FROM blocks WHERE height = ?", (tip.height,)
+                ).fetchone()
+                assert row is not None, (
+                    f"the tip file names block {tip.height}, which is missing"
+                )
+                assert row[0] == tip.hash, (
+                    f"the tip file names another block {tip.height}"
+                )
             self.poster.next_nonce = self._next_nonce(conn)
             conn.execute("COMMIT")
         finally:
@@ -304,15 +323,24 @@ async def _run_kills(tmp_path: Path, kills: int, budget_s: float) -> None:
     assert set(found.values()) == {"committed"}
     assert replayed["height"] == head
     startup = sorted(stats.startup_s)
-    print(json.dumps({
-        "kills": stats.kills, "kills_on_wal_write": stats.kills_on_write,
-        "seconds": round(elapsed, 1),
-        "kills_inside_a_commit": stats.torn_kills, "torn_frames": stats.torn_frames,
-        "acknowledged": len(stats.acknowledged), "lost": 0, "head": head,
-        "txs_replayed": replayed["txs"], "median_start_s": round(startup[len(startup) // 2], 3),
-        "mean_check_s": round(sum(stats.check_s) / len(stats.check_s), 3),
-        "db_bytes": (tmp_path / "data" / "weall.db").stat().st_size,
-    }))
+    print(
+        json.dumps(
+            {
+                "kills": stats.kills,
+                "kills_on_wal_write": stats.kills_on_write,
+                "seconds": round(elapsed, 1),
+                "kills_inside_a_commit": stats.torn_kills,
+                "torn_frames": stats.torn_frames,
+                "acknowledged": len(stats.acknowledged),
+                "lost": 0,
+                "head": head,
+                "txs_replayed": replayed["txs"],
+                "median_start_s": round(startup[len(startup) // 2], 3),
+                "mean_check_s": round(sum(stats.check_s) / len(stats.check_s), 3),
+                "db_bytes": (tmp_path / "data" / "weall.db").stat().st_size,
+            }
+        )
+    )
     assert stats.kills >= kills, f"only {stats.kills} kills in {budget_s} s"
     assert stats.heights[-1] > stats.heights[0], "no block was committed between kills"
 

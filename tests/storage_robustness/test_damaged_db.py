@@ -31,15 +31,24 @@ PAGE = 4096
 def _post_many(node: StorageNode, count: int) -> None:
     founder, nonce = node.founder(), node.next_nonce()
     envelopes = [
-        build_envelope(founder, chain_id="weall-dev", tx_type=POST, signer="@founder",
-                       nonce=nonce + n, payload={"body": f"post {n} " + "x" * 300})
+        build_envelope(
+            founder,
+            chain_id="weall-dev",
+            tx_type=POST,
+            signer="@founder",
+            nonce=nonce + n,
+            payload={"body": f"post {n} " + "x" * 300},
+        )
         for n in range(count)
     ]
     response = node.post("/v1/tx/batch", json={"envelopes": envelopes})
     assert response.status_code == 200, response.text
     last = response.json()["results"][-1]["tx_id"]
-    wait_for(lambda: node.get(f"/v1/tx/{last}").json().get("status") == "committed",
-             timeout=30, what="the posts to commit")
+    wait_for(
+        lambda: node.get(f"/v1/tx/{last}").json().get("status") == "committed",
+        timeout=30,
+        what="the posts to commit",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +73,11 @@ def _copy(stopped: Path, tmp_path: Path) -> StorageNode:
 
 
 def _snapshot(data: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in data.iterdir() if p.is_file() and "lock" not in p.name}
+    return {
+        p.name: p.read_bytes()
+        for p in data.iterdir()
+        if p.is_file() and "lock" not in p.name
+    }
 
 
 def _rejected_start(node: StorageNode) -> str:
@@ -88,7 +101,9 @@ def _page_of(db_path: Path, table: str) -> int:
     try:
         row = conn.execute(
             "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno"
-            " LIMIT 1 OFFSET 1", (table,)).fetchone()
+            " LIMIT 1 OFFSET 1",
+            (table,),
+        ).fetchone()
     finally:
         conn.close()
     assert row is not None, f"no second leaf page of {table}"
@@ -125,10 +140,14 @@ def test_overwritten_header_rejected(stopped_node: Path, tmp_path: Path) -> None
     assert "no SQLite header" in line
 
 
-@pytest.mark.parametrize("keep", [lambda size: size - 1000, lambda size: (size // PAGE // 2) * PAGE],
-                         ids=["mid-page", "page-aligned"])
-def test_truncated_file_rejected(stopped_node: Path, tmp_path: Path,
-                                 keep: Callable[[int], int]) -> None:
+@pytest.mark.parametrize(
+    "keep",
+    [lambda size: size - 1000, lambda size: (size // PAGE // 2) * PAGE],
+    ids=["mid-page", "page-aligned"],
+)
+def test_truncated_file_rejected(
+    stopped_node: Path, tmp_path: Path, keep: Callable[[int], int]
+) -> None:
     node = _copy(stopped_node, tmp_path)
     size = node.db_path.stat().st_size
     os.truncate(node.db_path, keep(size))
@@ -141,8 +160,10 @@ def test_copy_without_wal_rejected(tmp_path: Path) -> None:
     # own automatic checkpoint: the blocks after the first live in the -wal.
     source = tmp_path / "source"
     source.mkdir()
-    node = StorageNode(source, env={"WEALL_BLOCK_INTERVAL_MS": "100",
-                                    "WEALL_CHECKPOINT_INTERVAL_S": "3600"})
+    node = StorageNode(
+        source,
+        env={"WEALL_BLOCK_INTERVAL_MS": "100", "WEALL_CHECKPOINT_INTERVAL_S": "3600"},
+    )
     node.start()
     try:
         node.wait_ready()
@@ -150,12 +171,20 @@ def test_copy_without_wal_rejected(tmp_path: Path) -> None:
             _post_many(node, 10)
         assert (node.data / "weall.db-wal").stat().st_size > 0
         height = node.head()["height"]
-        wait_for(lambda: (node.data / "weall.db.tip").read_text().find(f'"height": {height}') > 0,
-                 timeout=10, what="the tip file to catch up")
+        wait_for(
+            lambda: (
+                (node.data / "weall.db.tip").read_text().find(f'"height": {height}') > 0
+            ),
+            timeout=10,
+            what="the tip file to catch up",
+        )
         # The crash copy: everything but the -wal and -shm files, while the node runs.
         copy = tmp_path / "copy"
-        shutil.copytree(node.data, copy / "data",
-                        ignore=shutil.ignore_patterns("*-wal", "*-shm", "run"))
+        shutil.copytree(
+            node.data,
+            copy / "data",
+            ignore=shutil.ignore_patterns("*-wal", "*-shm", "run"),
+        )
     finally:
         assert node.stop() == 0
     line = _rejected_start(StorageNode(copy))
@@ -164,7 +193,9 @@ def test_copy_without_wal_rejected(tmp_path: Path) -> None:
     assert f"block {height} was committed" in line, line
 
 
-def test_leftover_tip_without_database_rejected(stopped_node: Path, tmp_path: Path) -> None:
+def test_leftover_tip_without_database_rejected(
+    stopped_node: Path, tmp_path: Path
+) -> None:
     node = _copy(stopped_node, tmp_path)
     node.db_path.unlink()
     line = _rejected_start(node)

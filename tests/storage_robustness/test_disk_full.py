@@ -34,7 +34,13 @@ pytestmark = pytest.mark.slow
 TESTS_DIR = Path(__file__).resolve().parents[1]
 TMPFS_MIB = 20
 MOUNT_SCRIPT = 'mount -t tmpfs -o size="$0" tmpfs "$1" && shift && exec "$@"'
-READ_PATHS = ("/health", "/v1/chain/head", "/v1/accounts/@founder", "/v1/feed", "/v1/blocks?from=0")
+READ_PATHS = (
+    "/health",
+    "/v1/chain/head",
+    "/v1/accounts/@founder",
+    "/v1/feed",
+    "/v1/blocks?from=0",
+)
 
 
 def _unshare_prefix() -> list[str] | None:
@@ -46,8 +52,11 @@ def _unshare_prefix() -> list[str] | None:
         return None
     for prefix in (["unshare", "--mount"], ["unshare", "--mount", "--map-root-user"]):
         with tempfile.TemporaryDirectory() as target:
-            probe = subprocess.run([*prefix, "sh", "-c", MOUNT_SCRIPT, "1m", target, "true"],
-                                   capture_output=True, timeout=30)
+            probe = subprocess.run(
+                [*prefix, "sh", "-c", MOUNT_SCRIPT, "1m", target, "true"],
+                capture_output=True,
+                timeout=30,
+            )
         if probe.returncode == 0:
             return prefix
     return None
@@ -56,7 +65,9 @@ def _unshare_prefix() -> list[str] | None:
 class TmpfsNode(StorageNode):
     """A node whose data directory is a size-limited tmpfs in its own mount namespace."""
 
-    def __init__(self, workdir: Path, prefix: list[str], *, env: dict[str, str]) -> None:
+    def __init__(
+        self, workdir: Path, prefix: list[str], *, env: dict[str, str]
+    ) -> None:
         super().__init__(workdir, env=env)
         self.prefix = prefix
 
@@ -64,9 +75,22 @@ class TmpfsNode(StorageNode):
         self.data.mkdir(exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*self.prefix, "sh", "-c", MOUNT_SCRIPT, f"{TMPFS_MIB}m", str(self.data.absolute()),
-             sys.executable, "-m", "weall", "supervise"],
-            cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                *self.prefix,
+                "sh",
+                "-c",
+                MOUNT_SCRIPT,
+                f"{TMPFS_MIB}m",
+                str(self.data.absolute()),
+                sys.executable,
+                "-m",
+                "weall",
+                "supervise",
+            ],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
 
@@ -112,20 +136,28 @@ def _rejected_headers(node: TmpfsNode, poster: Poster) -> dict[str, str]:
 
 
 def _paused_lines(node: TmpfsNode) -> list[str]:
-    return [line for line in node.log().splitlines() if "block production paused" in line]
+    return [
+        line for line in node.log().splitlines() if "block production paused" in line
+    ]
 
 
 def test_disk_full_pauses_and_resumes(tmp_path: Path) -> None:
     prefix = _unshare_prefix()
     if prefix is None:
-        pytest.skip("cannot create a mount namespace with a tmpfs here "
-                    "(unshare --mount failed, or unshare or nsenter is missing)")
-    node = TmpfsNode(tmp_path, prefix, env={
-        "WEALL_BLOCK_INTERVAL_MS": "200",
-        # A small limit keeps the -wal file short, so it must grow soon after the fill.
-        "WEALL_WAL_MAX_BYTES": str(64 * 1024),
-        "WEALL_CHECKPOINT_INTERVAL_S": "0.5",
-    })
+        pytest.skip(
+            "cannot create a mount namespace with a tmpfs here "
+            "(unshare --mount failed, or unshare or nsenter is missing)"
+        )
+    node = TmpfsNode(
+        tmp_path,
+        prefix,
+        env={
+            "WEALL_BLOCK_INTERVAL_MS": "200",
+            # A small limit keeps the -wal file short, so it must grow soon after the fill.
+            "WEALL_WAL_MAX_BYTES": str(64 * 1024),
+            "WEALL_CHECKPOINT_INTERVAL_S": "0.5",
+        },
+    )
     node.start()
     try:
         node.wait_ready()
@@ -142,8 +174,11 @@ def _run_disk_full(node: TmpfsNode) -> None:
         status, document = _submit(node, poster)
         assert status == 202, document
         committed.append(str(document["tx_id"]))
-    wait_for(lambda: node.get(f"/v1/tx/{committed[-1]}").json().get("status") == "committed",
-             timeout=30, what="the first posts to commit")
+    wait_for(
+        lambda: node.get(f"/v1/tx/{committed[-1]}").json().get("status") == "committed",
+        timeout=30,
+        what="the first posts to commit",
+    )
     head_before = node.head()
     # Acknowledged just before the fill: they may still be pending when it lands.
     acknowledged: list[str] = []
@@ -171,8 +206,11 @@ def _run_disk_full(node: TmpfsNode) -> None:
         raise AssertionError("the node never reported storage_full")
     assert _rejected_headers(node, poster).get("retry-after") == "5"
     paused_at = time.monotonic()
-    height_paused = wait_for(lambda: _paused_lines(node) and node.head()["height"],
-                             timeout=10, what="the pause line")
+    height_paused = wait_for(
+        lambda: _paused_lines(node) and node.head()["height"],
+        timeout=10,
+        what="the pause line",
+    )
 
     # Paused: every write gets 503, reads get 200, no block is made, one log line.
     time.sleep(3.5)
@@ -187,21 +225,31 @@ def _run_disk_full(node: TmpfsNode) -> None:
     assert len(_paused_lines(node)) == 1, _paused_lines(node)
 
     filler.unlink()
-    wait_for(lambda: "block production resumed" in node.log(), timeout=30,
-             what="production to resume")
+    wait_for(
+        lambda: "block production resumed" in node.log(),
+        timeout=30,
+        what="production to resume",
+    )
     resumed_after = time.monotonic() - paused_at
     for tx_id in acknowledged:
-        wait_for(lambda tx_id=tx_id: node.get(f"/v1/tx/{tx_id}").json().get("status") == "committed",
-                 timeout=60, what=f"acknowledged {tx_id} to commit")
+        wait_for(
+            lambda tx_id=tx_id: (
+                node.get(f"/v1/tx/{tx_id}").json().get("status") == "committed"
+            ),
+            timeout=60,
+            what=f"acknowledged {tx_id} to commit",
+        )
     status, document = _submit(node, poster)
     assert status == 202, document
     reads.stop()
     assert set(reads.statuses) == {200}, reads.statuses
     assert not reads.errors, reads.errors[:3]
     assert len(_paused_lines(node)) == 1
-    print(f"\nfilled {filled / 2**20:.1f} MiB; {len(acknowledged)} posts acknowledged around the "
-          f"fill; paused at height {height_paused} (from {head_before['height']}); "
-          f"{reads.count} reads, all 200; resumed {resumed_after:.1f} s after the pause")
+    print(
+        f"\nfilled {filled / 2**20:.1f} MiB; {len(acknowledged)} posts acknowledged around the "
+        f"fill; paused at height {height_paused} (from {head_before['height']}); "
+        f"{reads.count} reads, all 200; resumed {resumed_after:.1f} s after the pause"
+    )
     _check_database(node, committed + acknowledged)
 
 
@@ -215,8 +263,18 @@ def _check_database(node: TmpfsNode, tx_ids: list[str]) -> None:
     ids_file.write_text(json.dumps(tx_ids), encoding="utf-8")
     env = {**env_without_weall(), "PYTHONPATH": str(TESTS_DIR)}
     result = subprocess.run(
-        [*enter, sys.executable, "-m", "storage_robustness._check_db", str(node.db_path.absolute()),
-         str(ids_file)], env=env, capture_output=True, text=True, timeout=120,
+        [
+            *enter,
+            sys.executable,
+            "-m",
+            "storage_robustness._check_db",
+            str(node.db_path.absolute()),
+            str(ids_file),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])

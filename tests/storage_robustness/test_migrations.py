@@ -47,30 +47,54 @@ def _make_v1_database(data: Path, *, blocks: int) -> dict[str, Any]:
     # with the same rows it writes.
     block0 = genesis_block(document, genesis_state(document, MemoryState()), node)
     writer.conn.execute("BEGIN IMMEDIATE")
-    writer.conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
-        ("chain_id", CHAIN_ID), ("genesis_hash", block0.header["prev_hash"]),
-        ("genesis_json", canonical.dumps(document).decode()),
-    ])
+    writer.conn.executemany(
+        "INSERT INTO meta (key, value) VALUES (?, ?)",
+        [
+            ("chain_id", CHAIN_ID),
+            ("genesis_hash", block0.header["prev_hash"]),
+            ("genesis_json", canonical.dumps(document).decode()),
+        ],
+    )
     writer.conn.execute(
         "INSERT INTO blocks (height, hash, header, sig, timestamp_ms, tx_count)"
         " VALUES (?, ?, ?, ?, ?, 0)",
-        (0, block0.hash, canonical.dumps(block0.header), block0.sig, block0.header["timestamp_ms"]),
+        (
+            0,
+            block0.hash,
+            canonical.dumps(block0.header),
+            block0.sig,
+            block0.header["timestamp_ms"],
+        ),
     )
     writer.conn.executemany(
         "INSERT INTO state (kind, key, value) VALUES (?, ?, ?)",
-        [(kind, key, orjson.dumps(value)) for kind, key, value in block0.state.changes()],
+        [
+            (kind, key, orjson.dumps(value))
+            for kind, key, value in block0.state.changes()
+        ],
     )
     writer.conn.execute("COMMIT")
 
     first_nonce = int(writer.state.get("account", "@founder")["next_nonce"])
-    info, poster, head = genesis_info(document), Poster(founder, first_nonce), block0.header
+    info, poster, head = (
+        genesis_info(document),
+        Poster(founder, first_nonce),
+        block0.header,
+    )
     for number in range(1, blocks + 1):
         envelopes = [parse_envelope(doc) for doc in poster.envelopes(3)]
         poster.next_nonce += 3
         timestamp = document["genesis_time_ms"] + number * 1000
         writer.store_pending([(env, timestamp) for env in envelopes])
-        block = build_block(writer.state, head, envelopes, timestamp_ms=timestamp, genesis=info,
-                            producer_pubkey=node.pubkey, sign=node.sign)
+        block = build_block(
+            writer.state,
+            head,
+            envelopes,
+            timestamp_ms=timestamp,
+            genesis=info,
+            producer_pubkey=node.pubkey,
+            sign=node.sign,
+        )
         assert all(receipt["ok"] for receipt in block.receipts), block.receipts
         writer.commit_block(block)
         head = block.header
@@ -83,7 +107,11 @@ def _make_v1_database(data: Path, *, blocks: int) -> dict[str, Any]:
 def _hash_at(db_path: Path, height: int) -> str:
     conn = sqlite3.connect(db_path)
     try:
-        return str(conn.execute("SELECT hash FROM blocks WHERE height = ?", (height,)).fetchone()[0])
+        return str(
+            conn.execute(
+                "SELECT hash FROM blocks WHERE height = ?", (height,)
+            ).fetchone()[0]
+        )
     finally:
         conn.close()
 
@@ -93,10 +121,15 @@ def _schema(db_path: Path) -> tuple[int, list[tuple[int, str, int]], list[str]]:
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         applied = conn.execute(
-            "SELECT version, name, applied_ms FROM schema_migrations ORDER BY version").fetchall()
-        indexes = [row[0] for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'txs_%'"
-            " ORDER BY name")]
+            "SELECT version, name, applied_ms FROM schema_migrations ORDER BY version"
+        ).fetchall()
+        indexes = [
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'txs_%'"
+                " ORDER BY name"
+            )
+        ]
         return version, applied, indexes
     finally:
         conn.close()
@@ -113,10 +146,18 @@ def test_v1_database_migrated_at_start(tmp_path: Path) -> None:
     held = ProducerLock(db_path.with_name("weall.db.lock"))
     held.acquire()
     try:
-        env = {**env_without_weall(), "WEALL_DB_PATH": str(db_path),
-               "WEALL_RUN_DIR": str(Path("/tmp") / f"weall-mig-{os.getpid()}")}
-        rejected = subprocess.run([sys.executable, "-m", "weall", "actor", "producer"],
-                                 env=env, capture_output=True, text=True, timeout=60)
+        env = {
+            **env_without_weall(),
+            "WEALL_DB_PATH": str(db_path),
+            "WEALL_RUN_DIR": str(Path("/tmp") / f"weall-mig-{os.getpid()}"),
+        }
+        rejected = subprocess.run(
+            [sys.executable, "-m", "weall", "actor", "producer"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         held.release()
     assert rejected.returncode == 78, rejected.stderr
@@ -139,7 +180,9 @@ def test_v1_database_migrated_at_start(tmp_path: Path) -> None:
     assert all(started_ms <= row[2] <= int(time.time() * 1000) for row in applied[1:])
     assert indexes == ["txs_block", "txs_pending"]
     migrated = [line for line in node.log().splitlines() if "migration applied" in line]
-    assert [line.split(" | ")[0].strip() for line in migrated] == ["producer"] * (SCHEMA_VERSION - 1)
+    assert [line.split(" | ")[0].strip() for line in migrated] == ["producer"] * (
+        SCHEMA_VERSION - 1
+    )
     verify = node.cli("verify")
     assert verify.returncode == 0, verify.stderr
 
@@ -169,10 +212,18 @@ def test_newer_schema_rejected_at_start(tmp_path: Path) -> None:
     assert db_path.read_bytes() == before
 
     # The producer alone rejects it too, before it writes anything.
-    env = {**env_without_weall(), "WEALL_DB_PATH": str(db_path),
-           "WEALL_RUN_DIR": str(Path("/tmp") / f"weall-new-{os.getpid()}")}
-    alone = subprocess.run([sys.executable, "-m", "weall", "actor", "producer"],
-                           env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        **env_without_weall(),
+        "WEALL_DB_PATH": str(db_path),
+        "WEALL_RUN_DIR": str(Path("/tmp") / f"weall-new-{os.getpid()}"),
+    }
+    alone = subprocess.run(
+        [sys.executable, "-m", "weall", "actor", "producer"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert alone.returncode == 78
     assert f"schema version {SCHEMA_VERSION + 1}" in alone.stderr
     assert db_path.read_bytes() == before

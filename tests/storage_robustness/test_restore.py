@@ -17,14 +17,21 @@ pytestmark = pytest.mark.slow
 
 def _post(node: StorageNode, body: str) -> str:
     envelope = build_envelope(
-        node.founder(), chain_id="weall-dev", tx_type=POST, signer="@founder",
-        nonce=node.next_nonce(), payload={"body": body},
+        node.founder(),
+        chain_id="weall-dev",
+        tx_type=POST,
+        signer="@founder",
+        nonce=node.next_nonce(),
+        payload={"body": body},
     )
     response = node.post("/v1/tx/submit", json=envelope)
     assert response.status_code == 202, response.text
     tx_id: str = response.json()["tx_id"]
-    wait_for(lambda: node.get(f"/v1/tx/{tx_id}").json().get("status") == "committed",
-             timeout=30, what=f"{body!r} to commit")
+    wait_for(
+        lambda: node.get(f"/v1/tx/{tx_id}").json().get("status") == "committed",
+        timeout=30,
+        what=f"{body!r} to commit",
+    )
     return tx_id
 
 
@@ -56,7 +63,9 @@ def test_restore_round_trip(tmp_path: Path) -> None:
     restored = node.cli_json("restore", str(backup))
     assert restored["height"] == manifest["height"]
     preserved = list(node.data.glob("weall.db.before-restore-*"))
-    assert [p.name for p in preserved if not p.name.endswith(("-wal", "-shm"))], preserved
+    assert [p.name for p in preserved if not p.name.endswith(("-wal", "-shm"))], (
+        preserved
+    )
 
     node.start()
     node.wait_ready()

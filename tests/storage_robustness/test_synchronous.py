@@ -58,22 +58,43 @@ def test_genesis_mode_reports_full(tmp_path: Path) -> None:
     helper = StorageNode(tmp_path)
     keys_dir = tmp_path / "keys"
     node_key = keys_dir / "node.key"
-    pubkey = helper.cli("keygen", "--out", str(node_key), "--account", "@node", check=True)
-    founder = helper.cli("keygen", "--out", str(keys_dir / "founder.key"), "--account",
-                         "@founder", check=True).stdout.strip()
+    pubkey = helper.cli(
+        "keygen", "--out", str(node_key), "--account", "@node", check=True
+    )
+    founder = helper.cli(
+        "keygen",
+        "--out",
+        str(keys_dir / "founder.key"),
+        "--account",
+        "@founder",
+        check=True,
+    ).stdout.strip()
     assert os.stat(node_key).st_mode & 0o777 == 0o600
     assert pubkey.stdout.strip()
     genesis = tmp_path / "genesis.json"
-    helper.cli("genesis", "new", "--chain-id", "weall-test", "--producer-key", str(node_key),
-               "--account", f"@founder:{founder}:2:juror:1000", "--out", str(genesis),
-               check=True)
+    helper.cli(
+        "genesis",
+        "new",
+        "--chain-id",
+        "weall-test",
+        "--producer-key",
+        str(node_key),
+        "--account",
+        f"@founder:{founder}:2:juror:1000",
+        "--out",
+        str(genesis),
+        check=True,
+    )
 
-    node = StorageNode(tmp_path, env={
-        "WEALL_MODE": "genesis",
-        "WEALL_CHAIN_ID": "weall-test",
-        "WEALL_GENESIS_PATH": str(genesis),
-        "WEALL_NODE_KEY_PATH": str(node_key),
-    })
+    node = StorageNode(
+        tmp_path,
+        env={
+            "WEALL_MODE": "genesis",
+            "WEALL_CHAIN_ID": "weall-test",
+            "WEALL_GENESIS_PATH": str(genesis),
+            "WEALL_NODE_KEY_PATH": str(node_key),
+        },
+    )
     node.start()
     try:
         node.wait_ready()
@@ -86,7 +107,9 @@ def test_genesis_mode_reports_full(tmp_path: Path) -> None:
         assert node.stop() == 0
     conn = sqlite3.connect(f"file:{tmp_path / 'data' / 'weall.db'}?mode=ro", uri=True)
     try:
-        assert conn.execute("SELECT value FROM meta WHERE key = 'chain_id'").fetchone()[0] == "weall-test"
+        assert (
+            conn.execute("SELECT value FROM meta WHERE key = 'chain_id'").fetchone()[0]
+            == "weall-test"
+        )
     finally:
         conn.close()
-

@@ -19,12 +19,16 @@ __all__ = ["follow_heads"]
 log = logging.getLogger(__name__)
 
 
-async def follow_heads(config: Config, pool: ReadPool, poll_s: float = 0.2) -> AsyncIterator[dict[str, Any]]:
+async def follow_heads(
+    config: Config, pool: ReadPool, poll_s: float = 0.2
+) -> AsyncIterator[dict[str, Any]]:
     """Yield the tip block each time the height changes, until the actor stops."""
     last_height = -1
     while not stop_event().is_set():
         try:
-            head = await pool.run(queries.head_header) if config.db_path.exists() else None
+            head = (
+                await pool.run(queries.head_header) if config.db_path.exists() else None
+            )
         except StorageError as exc:
             log.warning("cannot read the chain head: %s", exc)
             head = None

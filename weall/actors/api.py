@@ -60,7 +60,9 @@ def _check_bind(config: Config) -> None:
             ) from None
 
 
-async def run(config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run(
+    config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     _check_bind(config)
     async with ipc.open_client(config.producer_socket) as producer:
         app = create_app(config, producer)
@@ -68,7 +70,10 @@ async def run(config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_
         async with trio.open_nursery() as nursery:
             binds: list[str] = await nursery.start(
                 lambda task_status: serve(
-                    app, hconfig, shutdown_trigger=stop_event().wait, task_status=task_status
+                    app,
+                    hconfig,
+                    shutdown_trigger=stop_event().wait,
+                    task_status=task_status,
                 )
             )
             log.info("api listening on %s", ", ".join(binds))

@@ -48,7 +48,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help=f"one of {', '.join(ALL_ACTOR_NAMES)}",
     )
     parser.add_argument(
-        "--worker", type=int, default=1, metavar="N",
+        "--worker",
+        type=int,
+        default=1,
+        metavar="N",
         help="which of the WEALL_API_WORKERS api processes this is (api only)",
     )
     parser.set_defaults(func=_run_actor_command)

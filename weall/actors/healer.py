@@ -73,7 +73,9 @@ def _read_shortfalls(
     params = state.get("chain", "params")
     if head is None or params is None:
         return -1, [], set()
-    found = pins_with_shortfall(state, head["height"] + 1, params, MAX_HEALS_PER_ROUND, after=after)
+    found = pins_with_shortfall(
+        state, head["height"] + 1, params, MAX_HEALS_PER_ROUND, after=after
+    )
     still_pending = set()
     for tx_id in pending:
         row = queries.tx_row(conn, tx_id)
@@ -85,7 +87,9 @@ def _read_shortfalls(
 class Healer:
     """Runs heal rounds against one database and one producer socket."""
 
-    def __init__(self, config: Config, pool: ReadPool, producer: ipc.IpcClient | None) -> None:
+    def __init__(
+        self, config: Config, pool: ReadPool, producer: ipc.IpcClient | None
+    ) -> None:
         self.interval = config.ipfs_heal_interval_blocks
         self.pool = pool
         self.producer = producer
@@ -103,7 +107,9 @@ class Healer:
         """Run one round; ``None`` when the database could not be read."""
         try:
             read_height, found, pending = await self.pool.run(
-                lambda conn: _read_shortfalls(conn, self.cursor, list(self.in_flight.values()))
+                lambda conn: _read_shortfalls(
+                    conn, self.cursor, list(self.in_flight.values())
+                )
             )
         except StorageError as exc:
             log.warning("heal round skipped height=%d error=%s", height, exc)
@@ -130,20 +136,35 @@ class Healer:
         if found:
             log.info(
                 "heal round height=%d shortfalls=%d submitted=%d pending=%d failed=%d",
-                outcome.height, outcome.shortfalls, submitted, skipped, failed,
+                outcome.height,
+                outcome.shortfalls,
+                submitted,
+                skipped,
+                failed,
             )
         return outcome
 
     async def _heal(self, status: dict[str, Any]) -> bool:
         pin_id = status["pin_id"]
-        bad = [t["operator"] for t in status["targets"] if t["state"] not in ("ok", "pending")]
+        bad = [
+            t["operator"]
+            for t in status["targets"]
+            if t["state"] not in ("ok", "pending")
+        ]
         if self.producer is None:
-            log.info("pin shortfall pin_id=%s cid=%s bad_targets=%s (a follower does not heal)",
-                     pin_id, status["cid"], ",".join(bad))
+            log.info(
+                "pin shortfall pin_id=%s cid=%s bad_targets=%s (a follower does not heal)",
+                pin_id,
+                status["cid"],
+                ",".join(bad),
+            )
             return False
         try:
             answer = await self.producer.call(
-                "system_tx", timeout=SUBMIT_TIMEOUT_S, tx_type="IPFS_PIN_HEAL", payload={"pin_id": pin_id}
+                "system_tx",
+                timeout=SUBMIT_TIMEOUT_S,
+                tx_type="IPFS_PIN_HEAL",
+                payload={"pin_id": pin_id},
             )
         except IpcError as exc:
             self._log_failure(pin_id, status["cid"], "unavailable", str(exc))
@@ -153,17 +174,32 @@ class Healer:
         if result.get("ok"):
             self.in_flight[pin_id] = str(result.get("tx_id"))
             self.unhealable.pop(pin_id, None)
-            log.info("heal submitted pin_id=%s cid=%s bad_targets=%s tx_id=%s",
-                     pin_id, status["cid"], ",".join(bad), result.get("tx_id"))
+            log.info(
+                "heal submitted pin_id=%s cid=%s bad_targets=%s tx_id=%s",
+                pin_id,
+                status["cid"],
+                ",".join(bad),
+                result.get("tx_id"),
+            )
             return True
         error = result.get("error") or {}
-        self._log_failure(pin_id, status["cid"], error.get("code"), error.get("message"))
+        self._log_failure(
+            pin_id, status["cid"], error.get("code"), error.get("message")
+        )
         return False
 
-    def _log_failure(self, pin_id: str, cid: str, code: object, message: object) -> None:
+    def _log_failure(
+        self, pin_id: str, cid: str, code: object, message: object
+    ) -> None:
         first_round = self.unhealable.setdefault(pin_id, self.rounds)
         if (self.rounds - first_round) % REPEAT_LOG_ROUNDS == 0:
-            log.warning("heal not submitted pin_id=%s cid=%s code=%s error=%s", pin_id, cid, code, message)
+            log.warning(
+                "heal not submitted pin_id=%s cid=%s code=%s error=%s",
+                pin_id,
+                cid,
+                code,
+                message,
+            )
 
 
 async def _follow(healer: Healer, config: Config) -> None:
@@ -173,15 +209,20 @@ async def _follow(healer: Healer, config: Config) -> None:
             await healer.round(height)
 
 
-async def run(config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run(
+    config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     if not config.ipfs_enable_heal:
         log.info("healing disabled (WEALL_IPFS_ENABLE_HEAL=0); idle")
         task_status.started()
         await stop_event().wait()
         return
     pool = ReadPool(config.db_path, threads=1)
-    log.info("healer started interval_blocks=%d follower=%s",
-             config.ipfs_heal_interval_blocks, config.follower)
+    log.info(
+        "healer started interval_blocks=%d follower=%s",
+        config.ipfs_heal_interval_blocks,
+        config.follower,
+    )
     try:
         if config.follower:
             task_status.started()

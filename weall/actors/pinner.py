@@ -85,7 +85,9 @@ class _PinState:
 
     pin_id: str
     cid: str
-    backoff: Backoff = field(default_factory=lambda: Backoff(RETRY_FIRST_S, RETRY_MAX_S))
+    backoff: Backoff = field(
+        default_factory=lambda: Backoff(RETRY_FIRST_S, RETRY_MAX_S)
+    )
     retry_at: float = 0.0
     # The confirmation accepted by the node and not yet seen in the state.
     sent_ok: bool | None = None
@@ -108,8 +110,13 @@ class Pinner:
     """Pins the assignments of one operator account and confirms them."""
 
     def __init__(
-        self, backend: IpfsBackend, source: PinSource, account: str, *,
-        poll_s: float, recheck_s: float,
+        self,
+        backend: IpfsBackend,
+        source: PinSource,
+        account: str,
+        *,
+        poll_s: float,
+        recheck_s: float,
     ) -> None:
         self.backend = backend
         self.source = source
@@ -143,12 +150,19 @@ class Pinner:
                 if backoff.should_log():
                     log.warning(
                         "pinner poll failed account=%s attempt=%d retry_in=%.1f error=%s",
-                        self.account, backoff.failures, delay, exc,
+                        self.account,
+                        backoff.failures,
+                        delay,
+                        exc,
                     )
             else:
                 errors = backoff.succeed()
                 if errors:
-                    log.info("pinner poll recovered account=%s errors=%d", self.account, errors)
+                    log.info(
+                        "pinner poll recovered account=%s errors=%d",
+                        self.account,
+                        errors,
+                    )
             with trio.move_on_after(delay):
                 await stop_event().wait()
 
@@ -171,7 +185,10 @@ class Pinner:
                     self.pins[pin_id] = _PinState(pin_id, entry["cid"])
                     log.info(
                         "pin assigned pin_id=%s cid=%s size_bytes=%s height=%s",
-                        pin_id, entry["cid"], entry["size_bytes"], entry["assigned_height"],
+                        pin_id,
+                        entry["cid"],
+                        entry["size_bytes"],
+                        entry["assigned_height"],
                     )
                 if self._is_due(entry, self.pins[pin_id], now):
                     nursery.start_soon(self._work, entry, self.pins[pin_id])
@@ -193,7 +210,9 @@ class Pinner:
         if active:
             log.info("pinner serving operator account=%s", self.account)
         elif not exists:
-            log.warning("pinner account does not exist on the chain account=%s", self.account)
+            log.warning(
+                "pinner account does not exist on the chain account=%s", self.account
+            )
         else:
             log.info("pinner account lacks role node_operator account=%s", self.account)
 
@@ -214,13 +233,19 @@ class Pinner:
         if entry["ok"] == state.sent_ok:
             log.info(
                 "pin confirmation committed pin_id=%s cid=%s ok=%s tx_id=%s",
-                state.pin_id, state.cid, state.sent_ok, state.sent_tx,
+                state.pin_id,
+                state.cid,
+                state.sent_ok,
+                state.sent_tx,
             )
             if state.sent_ok:
                 state.checked_at = trio.current_time()
             self._clear_sent(state)
             return False
-        if trio.current_time() - state.sent_at < CONFIRM_RESEND_S and state.sent_tx is not None:
+        if (
+            trio.current_time() - state.sent_at < CONFIRM_RESEND_S
+            and state.sent_tx is not None
+        ):
             try:
                 status = await self.source.tx_status(state.sent_tx)
             except SourceError:
@@ -229,7 +254,9 @@ class Pinner:
                 return False
             log.info(
                 "pin confirmation not applied pin_id=%s tx_id=%s status=%s",
-                state.pin_id, state.sent_tx, status,
+                state.pin_id,
+                state.sent_tx,
+                status,
             )
         self._clear_sent(state)
         return True
@@ -246,7 +273,11 @@ class Pinner:
         if state.backoff.should_log():
             log.warning(
                 "pin failed pin_id=%s cid=%s attempt=%d retry_in=%.1f error=%s",
-                state.pin_id, state.cid, state.backoff.failures, delay, error,
+                state.pin_id,
+                state.cid,
+                state.backoff.failures,
+                delay,
+                error,
             )
 
     async def _pin_and_confirm(self, state: _PinState) -> None:
@@ -255,7 +286,12 @@ class Pinner:
         try:
             await self._acquire(state.cid)
         except CidMismatchError as exc:
-            log.warning("pin content mismatch pin_id=%s cid=%s error=%s", state.pin_id, state.cid, exc)
+            log.warning(
+                "pin content mismatch pin_id=%s cid=%s error=%s",
+                state.pin_id,
+                state.cid,
+                exc,
+            )
             await self._send(state, ok=False)
             return
         except (IpfsError, SourceError) as exc:
@@ -263,7 +299,12 @@ class Pinner:
             return
         errors = state.backoff.succeed()
         if errors:
-            log.info("pin recovered pin_id=%s cid=%s errors=%d", state.pin_id, state.cid, errors)
+            log.info(
+                "pin recovered pin_id=%s cid=%s errors=%d",
+                state.pin_id,
+                state.cid,
+                errors,
+            )
         await self._send(state, ok=True)
 
     async def _acquire(self, cid: str) -> None:
@@ -300,10 +341,19 @@ class Pinner:
         try:
             still_pinned = await self._is_kept(state.cid)
         except IpfsError as exc:
-            log.warning("pin check failed pin_id=%s cid=%s error=%s", state.pin_id, state.cid, exc)
+            log.warning(
+                "pin check failed pin_id=%s cid=%s error=%s",
+                state.pin_id,
+                state.cid,
+                exc,
+            )
             return
         if not still_pinned:
-            log.warning("pin lost pin_id=%s cid=%s; confirming ok=false", state.pin_id, state.cid)
+            log.warning(
+                "pin lost pin_id=%s cid=%s; confirming ok=false",
+                state.pin_id,
+                state.cid,
+            )
             await self._send(state, ok=False)
 
     async def _send(self, state: _PinState, *, ok: bool) -> None:
@@ -323,15 +373,25 @@ class Pinner:
                 self._confirmed_lost += 1
             log.info(
                 "pin confirm submitted pin_id=%s cid=%s ok=%s tx_id=%s",
-                state.pin_id, state.cid, ok, state.sent_tx,
+                state.pin_id,
+                state.cid,
+                ok,
+                state.sent_tx,
             )
         elif code == "conflict":
             # The state already records this report.
             log.debug("pin confirm already recorded pin_id=%s ok=%s", state.pin_id, ok)
         elif code in ("not_assigned", "not_found"):
-            log.info("pin no longer assigned pin_id=%s cid=%s code=%s", state.pin_id, state.cid, code)
+            log.info(
+                "pin no longer assigned pin_id=%s cid=%s code=%s",
+                state.pin_id,
+                state.cid,
+                code,
+            )
         else:
-            self._retry_later(state, f"confirm rejected: {code}: {error.get('message')}")
+            self._retry_later(
+                state, f"confirm rejected: {code}: {error.get('message')}"
+            )
 
 
 def _explicit_chain_id(config: Config) -> str | None:
@@ -351,14 +411,23 @@ async def _run_in_node(config: Config, task_status: trio.TaskStatus[None]) -> No
         return
     pool = ReadPool(config.db_path, threads=2)
     try:
-        async with ipc.open_client(config.producer_socket) as producer, open_backend(config) as backend:
+        async with (
+            ipc.open_client(config.producer_socket) as producer,
+            open_backend(config) as backend,
+        ):
             pinner = Pinner(
-                backend, DbPinSource(pool, producer), key.account,
-                poll_s=config.pinner_poll_s, recheck_s=config.pin_recheck_s,
+                backend,
+                DbPinSource(pool, producer),
+                key.account,
+                poll_s=config.pinner_poll_s,
+                recheck_s=config.pin_recheck_s,
             )
             log.info(
                 "pinner started mode=node account=%s backend=%s poll_s=%s recheck_s=%s",
-                key.account, config.ipfs_backend, config.pinner_poll_s, config.pin_recheck_s,
+                key.account,
+                config.ipfs_backend,
+                config.pinner_poll_s,
+                config.pin_recheck_s,
             )
             task_status.started()
             await pinner.run_loop()
@@ -377,15 +446,23 @@ async def _run_standalone(config: Config, task_status: trio.TaskStatus[None]) ->
     client = NodeClient(config.pinner_node_url)
     try:
         async with open_backend(config) as backend:
-            source = HttpPinSource(client, key, expected_chain_id=_explicit_chain_id(config))
+            source = HttpPinSource(
+                client, key, expected_chain_id=_explicit_chain_id(config)
+            )
             pinner = Pinner(
-                backend, source, key.account,
-                poll_s=config.pinner_poll_s, recheck_s=config.pin_recheck_s,
+                backend,
+                source,
+                key.account,
+                poll_s=config.pinner_poll_s,
+                recheck_s=config.pin_recheck_s,
             )
             log.info(
                 "pinner started mode=standalone account=%s node_url=%s backend=%s poll_s=%s recheck_s=%s",
-                key.account, config.pinner_node_url, config.ipfs_backend,
-                config.pinner_poll_s, config.pin_recheck_s,
+                key.account,
+                config.pinner_node_url,
+                config.ipfs_backend,
+                config.pinner_poll_s,
+                config.pin_recheck_s,
             )
             task_status.started()
             await pinner.run_loop()
@@ -393,7 +470,9 @@ async def _run_standalone(config: Config, task_status: trio.TaskStatus[None]) ->
         await client.aclose()
 
 
-async def run(config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run(
+    config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     if config.pinner_node_url is not None:
         await _run_standalone(config, task_status)
     else:

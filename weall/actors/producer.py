@@ -94,8 +94,11 @@ class Pool:
 
 
 def _storage_full(message: str) -> dict[str, Any]:
-    return {"ok": False, "http": HTTP_STATUS["storage_full"],
-            "error": {"code": "storage_full", "message": message, "details": {}}}
+    return {
+        "ok": False,
+        "http": HTTP_STATUS["storage_full"],
+        "error": {"code": "storage_full", "message": message, "details": {}},
+    }
 
 
 def _error(exc: ProtocolError) -> dict[str, Any]:
@@ -108,7 +111,11 @@ def _error(exc: ProtocolError) -> dict[str, Any]:
 
 class Producer:
     def __init__(
-        self, config: Config, writer: Writer, genesis_doc: dict[str, Any], key: keys.KeyPair
+        self,
+        config: Config,
+        writer: Writer,
+        genesis_doc: dict[str, Any],
+        key: keys.KeyPair,
     ) -> None:
         self.config = config
         self.writer = writer
@@ -125,8 +132,12 @@ class Producer:
         self.tip_failures = 0
         self.blocks_committed = 0
         self.last_block_monotonic = time.monotonic()
-        self.requests: trio.MemorySendChannel[tuple[list[Any], bool, trio.MemorySendChannel[Any]]]
-        self._receive: trio.MemoryReceiveChannel[tuple[list[Any], bool, trio.MemorySendChannel[Any]]]
+        self.requests: trio.MemorySendChannel[
+            tuple[list[Any], bool, trio.MemorySendChannel[Any]]
+        ]
+        self._receive: trio.MemoryReceiveChannel[
+            tuple[list[Any], bool, trio.MemorySendChannel[Any]]
+        ]
         self.requests, self._receive = trio.open_memory_channel(10_000)
         self.block_event = trio.Event()
         # Serialises the producer account's own transactions, so two of them
@@ -140,21 +151,30 @@ class Producer:
         for tx_id, envelope, received in self.writer.pending():
             env = parse_envelope(orjson.loads(envelope), allow_unsigned=allow_unsigned)
             if env.tx_id != tx_id:
-                raise StorageError(f"pending transaction {tx_id} does not match its envelope")
+                raise StorageError(
+                    f"pending transaction {tx_id} does not match its envelope"
+                )
             self.pool.add(PoolEntry(env, received))
-        log.info("pool loaded pending=%d height=%d", len(self.pool), self.head["height"])
+        log.info(
+            "pool loaded pending=%d height=%d", len(self.pool), self.head["height"]
+        )
 
     # -- admission -------------------------------------------------------------------
 
     def _check_one(
-        self, document: Any, staged: dict[str, PoolEntry],
-        staged_nonces: dict[tuple[str, int], PoolEntry], now: int, verified: bool,
+        self,
+        document: Any,
+        staged: dict[str, PoolEntry],
+        staged_nonces: dict[tuple[str, int], PoolEntry],
+        now: int,
+        verified: bool,
     ) -> dict[str, Any]:
         allow_unsigned = self.config.allow_unsigned_txs and self.config.mode == "dev"
         env = parse_envelope(document, allow_unsigned=allow_unsigned)
         if env.chain_id != self.genesis.chain_id:
             raise ProtocolError(
-                "wrong_chain", f"chain_id {env.chain_id!r} is not {self.genesis.chain_id!r}"
+                "wrong_chain",
+                f"chain_id {env.chain_id!r} is not {self.genesis.chain_id!r}",
             )
         if not verified and (env.sig is not None or not allow_unsigned):
             env.verify_signature()
@@ -163,15 +183,30 @@ class Producer:
         if existing is None:
             existing = self.writer.tx_status(env.tx_id)
         if existing is not None:
-            return {"ok": True, "http": 200, "tx_id": env.tx_id, "status": existing["status"],
-                    "duplicate": True, **({"height": existing["height"]} if "height" in existing else {})}
-        rival = self.pool.at(env.signer, env.nonce) or staged_nonces.get((env.signer, env.nonce))
+            return {
+                "ok": True,
+                "http": 200,
+                "tx_id": env.tx_id,
+                "status": existing["status"],
+                "duplicate": True,
+                **({"height": existing["height"]} if "height" in existing else {}),
+            }
+        rival = self.pool.at(env.signer, env.nonce) or staged_nonces.get(
+            (env.signer, env.nonce)
+        )
         if rival is not None:
             raise ProtocolError(
-                "nonce_conflict", f"another transaction of {env.signer} has nonce {env.nonce}",
+                "nonce_conflict",
+                f"another transaction of {env.signer} has nonce {env.nonce}",
                 {"tx_id": rival.env.tx_id},
             )
-        admit(self.writer.state, env, now_ms=now, height=self.head["height"] + 1, genesis=self.genesis)
+        admit(
+            self.writer.state,
+            env,
+            now_ms=now,
+            height=self.head["height"] + 1,
+            genesis=self.genesis,
+        )
         entry = PoolEntry(env, now)
         staged[env.tx_id] = entry
         staged_nonces[(env.signer, env.nonce)] = entry
@@ -183,8 +218,10 @@ class Producer:
         """Check every envelope, store the admitted ones in one transaction, answer each."""
         if self.storage_full:
             self.rejected_while_full += len(documents)
-            return [_storage_full("the disk is full; retry once the operator frees space")
-                    for _ in documents]
+            return [
+                _storage_full("the disk is full; retry once the operator frees space")
+                for _ in documents
+            ]
         now = now_ms()
         staged: dict[str, PoolEntry] = {}
         staged_nonces: dict[tuple[str, int], PoolEntry] = {}
@@ -192,7 +229,9 @@ class Producer:
         flags = verified if isinstance(verified, list) else [verified] * len(documents)
         for document, checked in zip(documents, flags, strict=True):
             try:
-                results.append(self._check_one(document, staged, staged_nonces, now, checked))
+                results.append(
+                    self._check_one(document, staged, staged_nonces, now, checked)
+                )
             except ProtocolError as exc:
                 results.append(_error(exc))
         if not staged:
@@ -206,8 +245,11 @@ class Producer:
             else:
                 log.error("store pending failed count=%d: %s", len(staged), exc)
             code = "storage_full" if full else "unavailable"
-            failure = {"ok": False, "http": HTTP_STATUS[code],
-                       "error": {"code": code, "message": str(exc), "details": {}}}
+            failure = {
+                "ok": False,
+                "http": HTTP_STATUS[code],
+                "error": {"code": code, "message": str(exc), "details": {}},
+            }
             return [failure if r.get("http") == 202 else r for r in results]
         for entry in staged.values():
             self.pool.add(entry)
@@ -235,7 +277,9 @@ class Producer:
                 reply.send_nowait(results[offset : offset + len(docs)])
                 offset += len(docs)
 
-    async def submit(self, documents: list[Any], verified: bool = False) -> list[dict[str, Any]]:
+    async def submit(
+        self, documents: list[Any], verified: bool = False
+    ) -> list[dict[str, Any]]:
         """Admit ``documents``; ``verified`` when the sender already checked their signatures."""
         reply_send, reply_receive = trio.open_memory_channel[Any](1)
         await self.requests.send((documents, verified, reply_send))
@@ -257,14 +301,25 @@ class Producer:
         if self.key.account is None:
             raise StartupError(f"node key {self.config.node_key_path} names no account")
         async with self.system_lock:
-            nonce = await trio.to_thread.run_sync(self._next_own_nonce, limiter=self.limiter)
+            nonce = await trio.to_thread.run_sync(
+                self._next_own_nonce, limiter=self.limiter
+            )
             envelope = build_envelope(
-                self.key, chain_id=self.genesis.chain_id, tx_type=tx_type,
-                signer=self.key.account, nonce=nonce, payload=payload,
+                self.key,
+                chain_id=self.genesis.chain_id,
+                tx_type=tx_type,
+                signer=self.key.account,
+                nonce=nonce,
+                payload=payload,
             )
             (result,) = await self.submit([envelope])
-        log.info("system transaction submitted type=%s nonce=%d tx_id=%s code=%s", tx_type, nonce,
-                 result.get("tx_id"), result.get("error", {}).get("code"))
+        log.info(
+            "system transaction submitted type=%s nonce=%d tx_id=%s code=%s",
+            tx_type,
+            nonce,
+            result.get("tx_id"),
+            result.get("error", {}).get("code"),
+        )
         return result
 
     # -- blocks ------------------------------------------------------------------------
@@ -311,14 +366,24 @@ class Producer:
             return None
         timestamp = max(now_ms(), self.head["header"]["timestamp_ms"] + 1)
         block = build_block(
-            self.writer.state, self.head["header"], txs, timestamp_ms=timestamp,
-            genesis=self.genesis, producer_pubkey=self.key.pubkey, sign=self.key.sign,
+            self.writer.state,
+            self.head["header"],
+            txs,
+            timestamp_ms=timestamp,
+            genesis=self.genesis,
+            producer_pubkey=self.key.pubkey,
+            sign=self.key.sign,
         )
         self.writer.commit_block(block)
         self._record_tip(block.height, block.hash)
         for env in txs:
             self.pool.remove(env.tx_id)
-        self.head = {"height": block.height, "hash": block.hash, "header": block.header, "sig": block.sig}
+        self.head = {
+            "height": block.height,
+            "hash": block.hash,
+            "header": block.header,
+            "sig": block.sig,
+        }
         self.last_block_monotonic = time.monotonic()
         self.blocks_committed += 1
         return {"height": block.height, "hash": block.hash, "txs": len(txs)}
@@ -336,8 +401,12 @@ class Producer:
         except OSError as exc:
             self.tip_failures += 1
             if self.tip_failures == 1 or self.tip_failures % 100 == 0:
-                log.warning("tip file not written height=%d failures=%d: %s",
-                            height, self.tip_failures, exc)
+                log.warning(
+                    "tip file not written height=%d failures=%d: %s",
+                    height,
+                    self.tip_failures,
+                    exc,
+                )
             return
         if self.tip_failures:
             log.info("tip file recovered errors=%d", self.tip_failures)
@@ -350,8 +419,12 @@ class Producer:
         self.storage_full = True
         self.paused_at = time.monotonic()
         self.rejected_while_full = 0
-        log.error("block production paused: %s; writes get 503 storage_full, reads go on, "
-                  "retrying every %.0f s until space is free", reason, STORAGE_RETRY_S)
+        log.error(
+            "block production paused: %s; writes get 503 storage_full, reads go on, "
+            "retrying every %.0f s until space is free",
+            reason,
+            STORAGE_RETRY_S,
+        )
 
     async def wait_for_space(self) -> None:
         """Probe for free space every ``STORAGE_RETRY_S``, then lift the pause."""
@@ -360,9 +433,13 @@ class Producer:
             await trio.sleep(STORAGE_RETRY_S)
             probes += 1
         self.storage_full = False
-        log.info("block production resumed height=%d paused_s=%.1f probes=%d rejected=%d",
-                 self.head["height"], time.monotonic() - self.paused_at, probes,
-                 self.rejected_while_full)
+        log.info(
+            "block production resumed height=%d paused_s=%.1f probes=%d rejected=%d",
+            self.head["height"],
+            time.monotonic() - self.paused_at,
+            probes,
+            self.rejected_while_full,
+        )
 
     async def block_loop(self) -> None:
         next_at = trio.current_time()
@@ -373,13 +450,19 @@ class Producer:
                 await self.wait_for_space()
                 next_at = trio.current_time()
             try:
-                summary = await trio.to_thread.run_sync(self.produce_sync, limiter=self.limiter)
+                summary = await trio.to_thread.run_sync(
+                    self.produce_sync, limiter=self.limiter
+                )
             except StorageFullError as exc:
                 self.pause_production(str(exc))
                 continue
             if summary is not None:
-                log.info("block committed height=%d txs=%d hash=%s",
-                         summary["height"], summary["txs"], summary["hash"])
+                log.info(
+                    "block committed height=%d txs=%d hash=%s",
+                    summary["height"],
+                    summary["txs"],
+                    summary["hash"],
+                )
                 self.block_event.set()
                 self.block_event = trio.Event()
 
@@ -390,15 +473,30 @@ class Producer:
         if op == "submit":
             envelopes = request.get("envelopes")
             if not isinstance(envelopes, list) or not 1 <= len(envelopes) <= MAX_BATCH:
-                return {"ok": False, "error": {"code": "invalid_request", "message": "envelopes: 1 to 1000"}}
+                return {
+                    "ok": False,
+                    "error": {
+                        "code": "invalid_request",
+                        "message": "envelopes: 1 to 1000",
+                    },
+                }
             verified = request.get("verified") is True
             return {"ok": True, "results": await self.submit(envelopes, verified)}
         if op == "system_tx":
             tx_type = request.get("tx_type")
             payload = request.get("payload")
-            if tx_type not in ("IPFS_PIN_REQUEST", "IPFS_PIN_HEAL", "IPFS_PIN_CONFIRM") or not isinstance(payload, dict):
-                return {"ok": False, "error": {"code": "invalid_request",
-                                               "message": "system_tx: tx_type and payload"}}
+            if tx_type not in (
+                "IPFS_PIN_REQUEST",
+                "IPFS_PIN_HEAL",
+                "IPFS_PIN_CONFIRM",
+            ) or not isinstance(payload, dict):
+                return {
+                    "ok": False,
+                    "error": {
+                        "code": "invalid_request",
+                        "message": "system_tx: tx_type and payload",
+                    },
+                }
             return {"ok": True, "result": await self.submit_own(tx_type, payload)}
         if op == "status":
             return {"ok": True, **self.statistics()}
@@ -407,18 +505,28 @@ class Producer:
         if op == "wait_block":
             await self.block_event.wait()
             return {"ok": True, "height": self.head["height"]}
-        return {"ok": False, "error": {"code": "invalid_request", "message": f"unknown op {op!r}"}}
+        return {
+            "ok": False,
+            "error": {"code": "invalid_request", "message": f"unknown op {op!r}"},
+        }
 
     async def checkpoint(self, mode: Any) -> dict[str, Any]:
         if mode not in CHECKPOINT_MODES:
-            return {"ok": False, "error": {"code": "invalid_request",
-                                           "message": f"mode must be one of {', '.join(CHECKPOINT_MODES)}"}}
+            return {
+                "ok": False,
+                "error": {
+                    "code": "invalid_request",
+                    "message": f"mode must be one of {', '.join(CHECKPOINT_MODES)}",
+                },
+            }
         try:
             busy, pages, done = await trio.to_thread.run_sync(
                 self.checkpoint_sync, mode, limiter=self.limiter
             )
         except StorageError as exc:
-            code = "storage_full" if isinstance(exc, StorageFullError) else "unavailable"
+            code = (
+                "storage_full" if isinstance(exc, StorageFullError) else "unavailable"
+            )
             return {"ok": False, "error": {"code": code, "message": str(exc)}}
         return {"ok": True, "busy": busy, "wal_pages": pages, "checkpointed": done}
 
@@ -452,7 +560,9 @@ def _open(config: Config) -> tuple[ProducerLock, Writer, dict[str, Any], keys.Ke
         document = load_genesis(config)
         key = keys.load_key_file(config.node_key_path)
         if key.pubkey != document["producer"]:
-            raise StartupError(f"node key {config.node_key_path} is not the genesis producer key")
+            raise StartupError(
+                f"node key {config.node_key_path} is not the genesis producer key"
+            )
         writer = Writer(config.db_path, synchronous=config.synchronous)
         writer.migrate()
         stored = writer.meta()
@@ -471,7 +581,9 @@ def _open(config: Config) -> tuple[ProducerLock, Writer, dict[str, Any], keys.Ke
     return lock, writer, document, key
 
 
-async def run(config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run(
+    config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     lock, writer, document, key = _open(config)
     producer = Producer(config, writer, document, key)
     try:
@@ -480,16 +592,26 @@ async def run(config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_
             await nursery.start(ipc.serve, config.producer_socket, producer.handle)
             nursery.start_soon(producer.admission_loop)
             nursery.start_soon(producer.block_loop)
-            log.info("producer ready height=%d synchronous=%s", producer.head["height"], config.synchronous)
+            log.info(
+                "producer ready height=%d synchronous=%s",
+                producer.head["height"],
+                config.synchronous,
+            )
             task_status.started()
             await stop_event().wait()
-            log.info("producer stopping height=%d pool=%d", producer.head["height"], len(producer.pool))
+            log.info(
+                "producer stopping height=%d pool=%d",
+                producer.head["height"],
+                len(producer.pool),
+            )
             nursery.cancel_scope.cancel()
         # Blocks commit atomically, so a cancelled block loop leaves no half
         # block; a final PASSIVE checkpoint folds the WAL into the database.
         with trio.move_on_after(5):
             try:
-                await trio.to_thread.run_sync(writer.checkpoint, "PASSIVE", limiter=producer.limiter)
+                await trio.to_thread.run_sync(
+                    writer.checkpoint, "PASSIVE", limiter=producer.limiter
+                )
             except StorageError as exc:
                 log.warning("final checkpoint failed: %s", exc)
     finally:

@@ -58,15 +58,23 @@ MAX_BATCH = 1000
 # Batches up to this size have their signatures checked on the event loop.
 INLINE_CHECKS = 4
 STORAGE_FULL_RETRY_AFTER_S = 5
-_HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
-               408: "request_timeout", 413: "too_large", 415: "unsupported_media_type",
-               429: "rate_limited"}
+_HTTP_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
 MEDIA_UPLOAD_PATH = "/v1/media/upload"
 # The query string of the paged read routes, as documented in /openapi.json.
 _PAGE = schemas.PageQuery
 
 
-def _doc(model: Any, *, query: Any = None, status: int = 200) -> Callable[[RouteT], RouteT]:
+def _doc(
+    model: Any, *, query: Any = None, status: int = 200
+) -> Callable[[RouteT], RouteT]:
     """Document a read route's response model and query string for ``/openapi.json``."""
     return document(querystring=query, responses={status: (model, None)})
 
@@ -94,14 +102,22 @@ def _schema_errors(exc: RequestSchemaValidationError) -> list[dict[str, Any]]:
         return [{"msg": str(exc.validation_error)[:200]}]
     # The input values are left out: they are the client's own and may be large.
     return [
-        {"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", ""))}
+        {
+            "loc": [str(part) for part in error.get("loc", ())],
+            "msg": str(error.get("msg", "")),
+        }
         for error in errors()[:20]
     ]
 
 
 class ApiError(Exception):
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None,
-                 status: int | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -110,12 +126,20 @@ class ApiError(Exception):
 
 
 def json_response(document: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(document), status=status, content_type="application/json")
+    return Response(
+        orjson.dumps(document), status=status, content_type="application/json"
+    )
 
 
-def error_response(code: str, message: str, status: int, details: dict[str, Any] | None = None) -> Response:
+def error_response(
+    code: str, message: str, status: int, details: dict[str, Any] | None = None
+) -> Response:
     return json_response(
-        {"ok": False, "error": {"code": code, "message": message, "details": details or {}}}, status
+        {
+            "ok": False,
+            "error": {"code": code, "message": message, "details": details or {}},
+        },
+        status,
     )
 
 
@@ -130,23 +154,32 @@ class NodeReader:
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self.pool is None:
             if not self.config.db_path.exists():
-                raise ApiError("unavailable", "the database does not exist yet", status=503)
+                raise ApiError(
+                    "unavailable", "the database does not exist yet", status=503
+                )
             self.pool = ReadPool(self.config.db_path)
         try:
             return await self.pool.run(fn)
         except StorageError as exc:
             log.warning("read failed: %s", exc)
-            raise ApiError("unavailable", "the database cannot be read right now", status=503) from exc
+            raise ApiError(
+                "unavailable", "the database cannot be read right now", status=503
+            ) from exc
 
     async def genesis_info(self) -> GenesisInfo:
         if self.genesis is None:
+
             def load(conn: sqlite3.Connection) -> str | None:
-                row = conn.execute("SELECT value FROM meta WHERE key = 'genesis_json'").fetchone()
+                row = conn.execute(
+                    "SELECT value FROM meta WHERE key = 'genesis_json'"
+                ).fetchone()
                 return None if row is None else str(row[0])
 
             text = await self.run(load)
             if text is None:
-                raise ApiError("unavailable", "the chain is not initialised yet", status=503)
+                raise ApiError(
+                    "unavailable", "the chain is not initialised yet", status=503
+                )
             self.genesis = genesis_info(json.loads(text))
         return self.genesis
 
@@ -189,7 +222,9 @@ async def _read_json_body() -> Any:
         raise ApiError(exc.code, exc.message) from None
 
 
-def _check_signatures(envelopes: list[Any], allow_unsigned: bool) -> list[dict[str, Any] | None]:
+def _check_signatures(
+    envelopes: list[Any], allow_unsigned: bool
+) -> list[dict[str, Any] | None]:
     """Check shape and signature of each envelope; ``None`` where it passed.
 
     Runs in a worker thread: libsodium releases the GIL, so the api's core
@@ -202,34 +237,60 @@ def _check_signatures(envelopes: list[Any], allow_unsigned: bool) -> list[dict[s
             if env.sig is not None or not allow_unsigned:
                 env.verify_signature()
         except ProtocolError as exc:
-            failures.append({"ok": False, "http": exc.http_status,
-                             "error": {"code": exc.code, "message": exc.message, "details": exc.details}})
+            failures.append(
+                {
+                    "ok": False,
+                    "http": exc.http_status,
+                    "error": {
+                        "code": exc.code,
+                        "message": exc.message,
+                        "details": exc.details,
+                    },
+                }
+            )
         else:
             failures.append(None)
     return failures
 
 
-async def _forward(producer: IpcClient, envelopes: list[Any], config: Config) -> list[dict[str, Any]]:
+async def _forward(
+    producer: IpcClient, envelopes: list[Any], config: Config
+) -> list[dict[str, Any]]:
     allow_unsigned = config.allow_unsigned_txs and config.mode == "dev"
     if len(envelopes) <= INLINE_CHECKS:
         # A thread hop costs more than a few signature checks.
         failures = _check_signatures(envelopes, allow_unsigned)
     else:
-        failures = await trio.to_thread.run_sync(_check_signatures, envelopes, allow_unsigned)
-    passed = [doc for doc, failure in zip(envelopes, failures, strict=True) if failure is None]
+        failures = await trio.to_thread.run_sync(
+            _check_signatures, envelopes, allow_unsigned
+        )
+    passed = [
+        doc for doc, failure in zip(envelopes, failures, strict=True) if failure is None
+    ]
     results: list[dict[str, Any]] = []
     if passed:
         try:
             # verified: the producer socket is owner-only (mode 0600), so its
             # clients are this node's own actors, which checked the signatures.
-            answer = await producer.call("submit", timeout=30.0, envelopes=passed, verified=True)
+            answer = await producer.call(
+                "submit", timeout=30.0, envelopes=passed, verified=True
+            )
         except IpcError as exc:
-            log.warning("producer unavailable for submit count=%d: %s", len(passed), exc)
-            raise ApiError("unavailable", "the producer is not reachable; retry shortly", status=503) from None
+            log.warning(
+                "producer unavailable for submit count=%d: %s", len(passed), exc
+            )
+            raise ApiError(
+                "unavailable",
+                "the producer is not reachable; retry shortly",
+                status=503,
+            ) from None
         if not answer.get("ok"):
             error = answer.get("error", {})
-            raise ApiError(error.get("code", "unavailable"), error.get("message", "producer error"),
-                           status=503 if error.get("code") == "unavailable" else None)
+            raise ApiError(
+                error.get("code", "unavailable"),
+                error.get("message", "producer error"),
+                status=503 if error.get("code") == "unavailable" else None,
+            )
         results = answer["results"]
     admitted = iter(results)
     return [failure if failure is not None else next(admitted) for failure in failures]
@@ -240,13 +301,18 @@ async def _relay(upstream: UpstreamClient, path: str, config: Config) -> Respons
     data = await request.get_data(cache=False, as_text=False)
     body = data.encode() if isinstance(data, str) else data
     scope = cast(dict[str, Any], request.scope)
-    client = client_address(scope, TrustedProxies(config.trusted_proxies), config.forwarded_header)
+    client = client_address(
+        scope, TrustedProxies(config.trusted_proxies), config.forwarded_header
+    )
     try:
         status, reply = await relay_submission(upstream, path, body, client)
     except UpstreamError as exc:
         log.warning("upstream unavailable for %s: %s", path, exc)
-        raise ApiError("unavailable", "the upstream node is not reachable; retry shortly",
-                       status=503) from None
+        raise ApiError(
+            "unavailable",
+            "the upstream node is not reachable; retry shortly",
+            status=503,
+        ) from None
     return Response(reply, status=status, content_type="application/json")
 
 
@@ -259,7 +325,9 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
     app = QuartTrio("weall")
     # BodyLimitMiddleware enforces the limit of each path first; Quart's own
     # limits stay as a second line at the largest of them.
-    app.config["MAX_CONTENT_LENGTH"] = max(config.max_request_bytes, config.ipfs_max_upload_bytes)
+    app.config["MAX_CONTENT_LENGTH"] = max(
+        config.max_request_bytes, config.ipfs_max_upload_bytes
+    )
     app.config["BODY_TIMEOUT"] = config.api_body_timeout_s
     QuartSchema(
         app,
@@ -288,8 +356,12 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
 
     @app.errorhandler(RequestSchemaValidationError)
     async def on_schema_error(exc: RequestSchemaValidationError) -> Response:
-        return error_response("invalid_request", "the request does not match its schema", 400,
-                              {"errors": _schema_errors(exc)})
+        return error_response(
+            "invalid_request",
+            "the request does not match its schema",
+            400,
+            {"errors": _schema_errors(exc)},
+        )
 
     @app.errorhandler(HTTPException)
     async def on_http_error(exc: HTTPException) -> Response:
@@ -310,7 +382,13 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
     async def log_access(response: Response) -> Response:
         started = getattr(request, "environ_start", None)
         elapsed_ms = 0.0 if started is None else (time.perf_counter() - started) * 1000
-        access_log.info("%s %s %d %.1fms", request.method, request.path, response.status_code, elapsed_ms)
+        access_log.info(
+            "%s %s %d %.1fms",
+            request.method,
+            request.path,
+            response.status_code,
+            elapsed_ms,
+        )
         # An error answered before the request body was read leaves that body
         # on the connection, where the next request would wait behind it, so
         # such a connection is closed after the answer.
@@ -331,21 +409,28 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
             head = None
         follower = await follower_health(producer) if config.follower else None
         rejected = follower is not None and follower["state"] == "rejected"
-        return json_response({
-            "ok": head is not None and not rejected,
-            **({"follower": follower} if follower is not None else {}),
-            "version": __version__,
-            "chain_id": config.chain_id,
-            "mode": config.mode,
-            "height": head["height"] if head else None,
-            "tip": head["hash"] if head else None,
-            "actors": {name: info.get("state") for name, info in actors.items()},
-            "storage": {"journal_mode": "wal", "synchronous": config.synchronous,
-                        "db_path": config.db_path.name},
-        })
+        return json_response(
+            {
+                "ok": head is not None and not rejected,
+                **({"follower": follower} if follower is not None else {}),
+                "version": __version__,
+                "chain_id": config.chain_id,
+                "mode": config.mode,
+                "height": head["height"] if head else None,
+                "tip": head["hash"] if head else None,
+                "actors": {name: info.get("state") for name, info in actors.items()},
+                "storage": {
+                    "journal_mode": "wal",
+                    "synchronous": config.synchronous,
+                    "db_path": config.db_path.name,
+                },
+            }
+        )
 
     @app.get("/v1/readyz")
-    @document(responses={200: (schemas.Readiness, None), 503: (schemas.Readiness, None)})
+    @document(
+        responses={200: (schemas.Readiness, None), 503: (schemas.Readiness, None)}
+    )
     async def readyz() -> Response:
         actors = _read_actors(config)
         states = {name: info.get("state") for name, info in actors.items()}
@@ -365,7 +450,9 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
     async def snapshot() -> Response:
         genesis = await reader.genesis_info()
         now = int(time.time() * 1000)
-        return json_response(await reader.run(lambda conn: views.snapshot_view(conn, genesis, now)))
+        return json_response(
+            await reader.run(lambda conn: views.snapshot_view(conn, genesis, now))
+        )
 
     @app.get("/v1/blocks/<height>")
     @_doc(schemas.Block)
@@ -382,7 +469,9 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
     async def blocks() -> Response:
         start = _query_int("from", 0, 0, 2**53 - 1)
         limit = _query_int("limit", 20, 1, views.MAX_PAGE)
-        return json_response(await reader.run(lambda conn: views.blocks_page(conn, start, limit)))
+        return json_response(
+            await reader.run(lambda conn: views.blocks_page(conn, start, limit))
+        )
 
     @app.get("/v1/tx/<tx_id>")
     @_doc(schemas.TxStatus)
@@ -395,8 +484,10 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         return json_response(view)
 
     @app.post("/v1/tx/submit")
-    @document(request=schemas.Envelope, responses={
-        202: (schemas.TxAccepted, None), 200: (schemas.TxDuplicate, None)})
+    @document(
+        request=schemas.Envelope,
+        responses={202: (schemas.TxAccepted, None), 200: (schemas.TxDuplicate, None)},
+    )
     async def submit() -> Response:
         if upstream is not None:
             return await _relay(upstream, "/v1/tx/submit", config)
@@ -411,14 +502,18 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         return response
 
     @app.post("/v1/tx/batch")
-    @document(request=schemas.BatchRequest, responses={200: (schemas.BatchResult, None)})
+    @document(
+        request=schemas.BatchRequest, responses={200: (schemas.BatchResult, None)}
+    )
     async def batch() -> Response:
         if upstream is not None:
             return await _relay(upstream, "/v1/tx/batch", config)
         body = await _read_json_body()
         envelopes = body.get("envelopes") if isinstance(body, dict) else body
         if not isinstance(envelopes, list) or not 1 <= len(envelopes) <= MAX_BATCH:
-            raise ApiError("invalid_request", f"body must list 1 to {MAX_BATCH} envelopes")
+            raise ApiError(
+                "invalid_request", f"body must list 1 to {MAX_BATCH} envelopes"
+            )
         results = await _forward(producer, envelopes, config)
         documents = []
         for result in results:
@@ -440,7 +535,9 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
     async def account_posts(account_id: str) -> Response:
         cursor = _cursor()
         limit = _query_int("limit", 20, 1, views.MAX_PAGE)
-        view = await reader.run(lambda conn: views.account_posts_page(conn, account_id, cursor, limit))
+        view = await reader.run(
+            lambda conn: views.account_posts_page(conn, account_id, cursor, limit)
+        )
         if view is None:
             raise ApiError("not_found", f"no account {account_id[:40]}")
         return json_response(view)
@@ -450,14 +547,18 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
     async def feed() -> Response:
         cursor = _cursor()
         limit = _query_int("limit", 20, 1, views.MAX_PAGE)
-        return json_response(await reader.run(lambda conn: views.feed_page(conn, cursor, limit)))
+        return json_response(
+            await reader.run(lambda conn: views.feed_page(conn, cursor, limit))
+        )
 
     @app.get("/v1/content/<object_id>")
     @_doc(schemas.ContentView, query=_PAGE)
     async def content(object_id: str) -> Response:
         cursor = _cursor()
         limit = _query_int("limit", 20, 1, views.MAX_PAGE)
-        view = await reader.run(lambda conn: views.content_view(conn, object_id, cursor, limit))
+        view = await reader.run(
+            lambda conn: views.content_view(conn, object_id, cursor, limit)
+        )
         if view is None:
             raise ApiError("not_found", f"no post or comment {object_id[:60]}")
         return json_response(view)
@@ -465,7 +566,9 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
     def _record_route(rule: str, kind: str, label: str, model: Any) -> None:
         @_doc(model)
         async def view(object_id: str) -> Response:
-            found = await reader.run(lambda conn: views.record_view(conn, kind, object_id))
+            found = await reader.run(
+                lambda conn: views.record_view(conn, kind, object_id)
+            )
             if found is None:
                 raise ApiError("not_found", f"no {label} {object_id[:60]}")
             return json_response(found)
@@ -473,9 +576,13 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         view.__name__ = f"{kind}_view"
         app.get(rule)(view)
 
-    _record_route("/v1/gov/proposals/<object_id>", "gov_proposal", "proposal", schemas.Proposal)
+    _record_route(
+        "/v1/gov/proposals/<object_id>", "gov_proposal", "proposal", schemas.Proposal
+    )
     _record_route("/v1/disputes/<object_id>", "dispute", "dispute", schemas.Dispute)
-    _record_route("/v1/poh/requests/<object_id>", "poh_request", "PoH request", schemas.PohRequest)
+    _record_route(
+        "/v1/poh/requests/<object_id>", "poh_request", "PoH request", schemas.PohRequest
+    )
 
     @app.get("/v1/groups/<group_id>")
     @_doc(schemas.Group, query=schemas.GroupQuery)

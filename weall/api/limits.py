@@ -63,17 +63,22 @@ async def send_error(
 ) -> None:
     """Send a complete error response in the node's JSON error format."""
     body = orjson.dumps(
-        {"ok": False, "error": {"code": code, "message": message, "details": details or {}}}
+        {
+            "ok": False,
+            "error": {"code": code, "message": message, "details": details or {}},
+        }
     )
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *headers,
-        ],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -88,7 +93,9 @@ def _content_length(scope: dict[str, Any]) -> int | None:
 class _Exchange:
     """One request: counts body bytes, keeps the deadline, records what was sent."""
 
-    def __init__(self, receive: Receive, send: Send, limit: int, deadline: float) -> None:
+    def __init__(
+        self, receive: Receive, send: Send, limit: int, deadline: float
+    ) -> None:
         self._receive = receive
         self._send = send
         self.limit = limit
@@ -106,13 +113,17 @@ class _Exchange:
         with trio.move_on_at(self.deadline) as timer:
             message = await self._receive()
         if timer.cancelled_caught:
-            return self._fail(408, "request_timeout", "the request body did not arrive in time")
+            return self._fail(
+                408, "request_timeout", "the request body did not arrive in time"
+            )
         if message["type"] != "http.request":
             return message
         self.received += len(message.get("body", b""))
         self.body_done = not message.get("more_body", False)
         if self.received > self.limit:
-            return self._fail(413, "too_large", f"the request body exceeds {self.limit} bytes")
+            return self._fail(
+                413, "too_large", f"the request body exceeds {self.limit} bytes"
+            )
         return message
 
     def _fail(self, status: int, code: str, message: str) -> Message:
@@ -151,7 +162,9 @@ class BodyLimitMiddleware:
     def limit_for(self, path: str) -> int:
         return self.path_limits.get(path, self.default_limit)
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(
+        self, scope: dict[str, Any], receive: Receive, send: Send
+    ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -160,30 +173,51 @@ class BodyLimitMiddleware:
         if declared is not None and declared > limit:
             self._log(scope, 413, declared)
             await send_error(
-                send, 413, "too_large", f"the request body exceeds {limit} bytes",
-                details={"max_bytes": limit}, headers=[(b"connection", b"close")],
+                send,
+                413,
+                "too_large",
+                f"the request body exceeds {limit} bytes",
+                details={"max_bytes": limit},
+                headers=[(b"connection", b"close")],
             )
             return
-        exchange = _Exchange(receive, send, limit, trio.current_time() + self.body_timeout_s)
+        exchange = _Exchange(
+            receive, send, limit, trio.current_time() + self.body_timeout_s
+        )
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except Exception:
             log.exception("request failed below the app path=%s", scope.get("path"))
             if not exchange.started:
-                await send_error(send, 503, "unavailable", "internal error; the node logged it")
+                await send_error(
+                    send, 503, "unavailable", "internal error; the node logged it"
+                )
             return
         if exchange.failure is not None and not exchange.started:
             status, code, message = exchange.failure
             self._log(scope, status, exchange.received)
-            details = {"max_bytes": limit} if status == 413 else {"timeout_s": self.body_timeout_s}
+            details = (
+                {"max_bytes": limit}
+                if status == 413
+                else {"timeout_s": self.body_timeout_s}
+            )
             await send_error(
-                send, status, code, message, details=details, headers=[(b"connection", b"close")]
+                send,
+                status,
+                code,
+                message,
+                details=details,
+                headers=[(b"connection", b"close")],
             )
 
     @staticmethod
     def _log(scope: dict[str, Any], status: int, received: int) -> None:
         access_log.info(
-            "%s %s %d body_bytes=%d", scope.get("method"), scope.get("path"), status, received
+            "%s %s %d body_bytes=%d",
+            scope.get("method"),
+            scope.get("path"),
+            status,
+            received,
         )
 
 

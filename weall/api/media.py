@@ -143,11 +143,21 @@ class _BodyTooLargeError(Exception):
     pass
 
 
-def _error(code: str, message: str, details: dict[str, Any] | None = None,
-           status: int | None = None) -> Response:
-    body = {"ok": False, "error": {"code": code, "message": message, "details": details or {}}}
-    return Response(orjson.dumps(body), status=status or HTTP_STATUS.get(code, 400),
-                    content_type="application/json")
+def _error(
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    status: int | None = None,
+) -> Response:
+    body = {
+        "ok": False,
+        "error": {"code": code, "message": message, "details": details or {}},
+    }
+    return Response(
+        orjson.dumps(body),
+        status=status or HTTP_STATUS.get(code, 400),
+        content_type="application/json",
+    )
 
 
 def _json(document: dict[str, Any]) -> Response:
@@ -207,7 +217,9 @@ class MediaService:
         """Open the backend on first use, so that the app starts without IPFS."""
         async with self._lock:
             if self._backend is None:
-                self._backend = await self._stack.enter_async_context(open_backend(self.config))
+                self._backend = await self._stack.enter_async_context(
+                    open_backend(self.config)
+                )
             return self._backend
 
     async def aclose(self) -> None:
@@ -238,11 +250,20 @@ class MediaService:
                         await handle.write(piece)
             except (_BodyTooLargeError, RequestEntityTooLarge):
                 limit = self.config.ipfs_max_upload_bytes
-                return _error("too_large", f"the request body exceeds {limit} bytes", {"max_bytes": limit})
+                return _error(
+                    "too_large",
+                    f"the request body exceeds {limit} bytes",
+                    {"max_bytes": limit},
+                )
             except OSError as exc:
-                log.warning("media upload not spooled account=%s error=%s", account, exc)
-                return _error("storage_full" if exc.errno == errno.ENOSPC else "unavailable",
-                              "the upload could not be stored", status=503)
+                log.warning(
+                    "media upload not spooled account=%s error=%s", account, exc
+                )
+                return _error(
+                    "storage_full" if exc.errno == errno.ENOSPC else "unavailable",
+                    "the upload could not be stored",
+                    status=503,
+                )
             try:
                 check(body_hash=encode_hash(digest.digest()), replay=self.replay)
             except SessionError as exc:
@@ -277,8 +298,14 @@ class MediaService:
         if params is None:
             return _error("unavailable", "the chain is not initialised yet", status=503)
         check = partial(
-            verify_session, headers, account=account, revoked=revoked, required_scope=UPLOAD_SCOPE,
-            params=params, method="POST", path_with_query=_signed_target(),
+            verify_session,
+            headers,
+            account=account,
+            revoked=revoked,
+            required_scope=UPLOAD_SCOPE,
+            params=params,
+            method="POST",
+            path_with_query=_signed_target(),
         )
         try:
             # The signature covers the body's hash, so it cannot verify yet
@@ -301,27 +328,42 @@ class MediaService:
             digest.update(piece)
             yield piece
 
-    async def _accept(self, added: AddResult, media_type: str, uploader: str) -> Response:
+    async def _accept(
+        self, added: AddResult, media_type: str, uploader: str
+    ) -> Response:
         """Pin, record and request a pin for an upload whose signature verified."""
         try:
             if self.config.ipfs_pin_on_upload:
                 await (await self.backend()).pin(added.cid)
-            await self.records.put(MediaRecord(
-                cid=added.cid, content_type=media_type, size_bytes=added.size,
-                uploader=uploader, uploaded_at_ms=int(time.time() * 1000),
-            ))
+            await self.records.put(
+                MediaRecord(
+                    cid=added.cid,
+                    content_type=media_type,
+                    size_bytes=added.size,
+                    uploader=uploader,
+                    uploaded_at_ms=int(time.time() * 1000),
+                )
+            )
         except IpfsError as exc:
             log.warning("media upload not pinned cid=%s error=%s", added.cid, exc)
             return _ipfs_error(exc)
         except OSError as exc:
             log.error("media record not written cid=%s error=%s", added.cid, exc)
-            return _error("unavailable", "the upload could not be recorded; retry later", status=503)
+            return _error(
+                "unavailable",
+                "the upload could not be recorded; retry later",
+                status=503,
+            )
         document: dict[str, Any] = {"cid": added.cid, "size_bytes": added.size}
         if self.config.media_auto_pin_request:
             document.update(await self._request_pin(added, uploader))
         log.info(
             "media uploaded cid=%s size_bytes=%d account=%s content_type=%s pinned=%s pin_request_tx_id=%s",
-            added.cid, added.size, uploader, media_type, self.config.ipfs_pin_on_upload,
+            added.cid,
+            added.size,
+            uploader,
+            media_type,
+            self.config.ipfs_pin_on_upload,
             document.get("pin_request_tx_id"),
         )
         return _json(document)
@@ -334,19 +376,28 @@ class MediaService:
         payload = {"cid": added.cid, "size_bytes": added.size, "on_behalf_of": owner}
         try:
             answer = await self.producer.call(
-                "system_tx", timeout=SUBMIT_TIMEOUT_S, tx_type="IPFS_PIN_REQUEST", payload=payload
+                "system_tx",
+                timeout=SUBMIT_TIMEOUT_S,
+                tx_type="IPFS_PIN_REQUEST",
+                payload=payload,
             )
         except IpcError as exc:
             log.warning("pin request not submitted cid=%s error=%s", added.cid, exc)
-            answer = {"ok": False, "error": {
-                "code": "unavailable",
-                "message": "the producer is not reachable; submit IPFS_PIN_REQUEST yourself",
-            }}
+            answer = {
+                "ok": False,
+                "error": {
+                    "code": "unavailable",
+                    "message": "the producer is not reachable; submit IPFS_PIN_REQUEST yourself",
+                },
+            }
         result = answer.get("result") if answer.get("ok") else answer
         fields = _pin_request_fields(result if isinstance(result, dict) else {})
         if "pin_request_error" in fields:
-            log.warning("pin request rejected cid=%s code=%s", added.cid,
-                        fields["pin_request_error"]["code"])
+            log.warning(
+                "pin request rejected cid=%s code=%s",
+                added.cid,
+                fields["pin_request_error"]["code"],
+            )
         return fields
 
     async def download(self, cid_text: str) -> Response:
@@ -355,7 +406,10 @@ class MediaService:
         except IpfsError:
             return _error("invalid_request", f"{cid_text[:80]!r} is not a CID")
         record = await self.records.get(cid)
-        if record is None and await self.reader.run(lambda conn: _existing_pin(conn, cid)) is None:
+        if (
+            record is None
+            and await self.reader.run(lambda conn: _existing_pin(conn, cid)) is None
+        ):
             return _error("not_found", f"no media {cid}")
         pieces = (await self.backend()).cat(cid)
         try:
@@ -371,8 +425,12 @@ class MediaService:
         if record is not None:
             headers["Content-Length"] = str(record.size_bytes)
         content_type = DEFAULT_MEDIA_TYPE if record is None else record.content_type
-        response = Response(_stream(cid, first, pieces), status=200, headers=headers,
-                            content_type=content_type)
+        response = Response(
+            _stream(cid, first, pieces),
+            status=200,
+            headers=headers,
+            content_type=content_type,
+        )
         # Quart's RESPONSE_TIMEOUT would cut a long download short.
         response.timeout = None
         return response
@@ -382,12 +440,18 @@ class MediaService:
             return _error("invalid_request", f"{operator[:40]!r} is not an account id")
         cursor = request.args.get("cursor") or None
         if cursor is not None and not _PIN_ID_RE.fullmatch(cursor):
-            return _error("invalid_request", "cursor must be a pin id that this route returned")
+            return _error(
+                "invalid_request", "cursor must be a pin id that this route returned"
+            )
         raw_limit = request.args.get("limit") or str(DEFAULT_PINS_PAGE)
         limit = int(raw_limit) if raw_limit.isdigit() and len(raw_limit) <= 6 else 0
         if not 1 <= limit <= MAX_PINS_PAGE:
-            return _error("invalid_request", f"limit must be an integer in 1..{MAX_PINS_PAGE}")
-        view = await self.reader.run(lambda conn: operator_pins_view(conn, operator, cursor, limit))
+            return _error(
+                "invalid_request", f"limit must be an integer in 1..{MAX_PINS_PAGE}"
+            )
+        view = await self.reader.run(
+            lambda conn: operator_pins_view(conn, operator, cursor, limit)
+        )
         if view is None:
             return _error("not_found", f"no account {operator}")
         return _json(view)
@@ -401,17 +465,21 @@ def _pin_request_fields(result: dict[str, Any]) -> dict[str, Any]:
     error = error if isinstance(error, dict) else {}
     details = error.get("details")
     details = details if isinstance(details, dict) else {}
-    fields: dict[str, Any] = {"pin_request_error": {
-        "code": str(error.get("code", "unavailable")),
-        "message": str(error.get("message", "")),
-        "details": details,
-    }}
+    fields: dict[str, Any] = {
+        "pin_request_error": {
+            "code": str(error.get("code", "unavailable")),
+            "message": str(error.get("message", "")),
+            "details": details,
+        }
+    }
     if isinstance(details.get("pin_id"), str):
         fields["pin_id"] = details["pin_id"]
     return fields
 
 
-async def _stream(cid: str, first: bytes, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _stream(
+    cid: str, first: bytes, pieces: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
     try:
         if first:
             yield first
@@ -431,7 +499,9 @@ async def _close(pieces: AsyncIterator[bytes]) -> None:
         await close()
 
 
-def register_media(app: QuartTrio, reader: NodeReader, producer: IpcClient, config: Config) -> None:
+def register_media(
+    app: QuartTrio, reader: NodeReader, producer: IpcClient, config: Config
+) -> None:
     """Add the media routes to ``app``; the IPFS backend opens at the first upload or download."""
     service = MediaService(config, reader, producer)
     app.extensions["weall_media"] = service
@@ -443,8 +513,11 @@ def register_media(app: QuartTrio, reader: NodeReader, producer: IpcClient, conf
 
         return decorate
 
-    @route("/v1/media/upload", "post",
-           responses={200: (UploadResult, None), 415: (ErrorBody, None)})
+    @route(
+        "/v1/media/upload",
+        "post",
+        responses={200: (UploadResult, None), 415: (ErrorBody, None)},
+    )
     async def media_upload() -> Response:
         return await service.upload()
 
@@ -452,7 +525,11 @@ def register_media(app: QuartTrio, reader: NodeReader, producer: IpcClient, conf
     async def media_content(cid: str) -> Response:
         return await service.download(cid)
 
-    @route("/v1/operators/<account_id>/pins", "get",
-           querystring=OperatorPinsQuery, responses={200: (OperatorPins, None)})
+    @route(
+        "/v1/operators/<account_id>/pins",
+        "get",
+        querystring=OperatorPinsQuery,
+        responses={200: (OperatorPins, None)},
+    )
     async def operator_pins(account_id: str) -> Response:
         return await service.operator_pins(account_id)

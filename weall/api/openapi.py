@@ -77,6 +77,7 @@ class NodeOpenAPIProvider(OpenAPIProvider):
             errors.update(_BODY_METHODS)
         for status, description in errors.items():
             responses.setdefault(status, _error_response(description, status))
-        operation["responses"] = {str(code): value for code, value in sorted(
-            responses.items(), key=lambda item: int(item[0])
-        )}
+        operation["responses"] = {
+            str(code): value
+            for code, value in sorted(responses.items(), key=lambda item: int(item[0]))
+        }

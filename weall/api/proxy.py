@@ -103,7 +103,9 @@ def client_address(
     if peer is None or not trusted.contains(peer):
         return peer
     current = peer
-    for raw in reversed(parse_forwarded_for(header_name, _header_values(scope, header_name))):
+    for raw in reversed(
+        parse_forwarded_for(header_name, _header_values(scope, header_name))
+    ):
         hop = parse_address(raw)
         if hop is None:
             return current

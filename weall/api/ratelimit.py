@@ -110,7 +110,9 @@ class RateLimitMiddleware:
         self.rejected = 0
         self._last_log = 0.0
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(
+        self, scope: dict[str, Any], receive: Receive, send: Send
+    ) -> None:
         if (
             self.buckets is None
             or scope["type"] != "http"
@@ -139,4 +141,6 @@ class RateLimitMiddleware:
         now = time.monotonic()
         if now - self._last_log >= LOG_INTERVAL_S:
             self._last_log = now
-            log.info("rate limited requests total=%d last_client=%s", self.rejected, key)
+            log.info(
+                "rate limited requests total=%d last_client=%s", self.rejected, key
+            )

@@ -50,13 +50,23 @@ __all__ = [
 
 MAX_SAFE_INT = 2**53 - 1
 
-Hash = Annotated[str, Field(pattern=r"^b[a-z2-7]{52}$", description="multibase base32 SHA-256")]
+Hash = Annotated[
+    str, Field(pattern=r"^b[a-z2-7]{52}$", description="multibase base32 SHA-256")
+]
 AccountId = Annotated[str, Field(pattern=r"^@[a-z0-9_]{3,32}$")]
 PublicKey = Annotated[
-    str, Field(pattern=r"^z6Mk[1-9A-HJ-NP-Za-km-z]+$", description="did:key form of an Ed25519 key")
+    str,
+    Field(
+        pattern=r"^z6Mk[1-9A-HJ-NP-Za-km-z]+$",
+        description="did:key form of an Ed25519 key",
+    ),
 ]
 Signature = Annotated[
-    str, Field(pattern=r"^u[A-Za-z0-9_-]{86}$", description="multibase base64url Ed25519 signature")
+    str,
+    Field(
+        pattern=r"^u[A-Za-z0-9_-]{86}$",
+        description="multibase base64url Ed25519 signature",
+    ),
 ]
 SafeInt = Annotated[int, Field(ge=-MAX_SAFE_INT, le=MAX_SAFE_INT)]
 Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
@@ -297,7 +307,9 @@ class FeedPage(_Fixed):
 
 class PageQuery(_Fixed):
     cursor: str = Field(
-        default="", max_length=200, pattern=r"^[A-Za-z0-9._@/-]*$",
+        default="",
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._@/-]*$",
         description="the next_cursor of the previous page",
     )
     limit: int = Field(default=20, ge=1, le=100)

@@ -53,21 +53,40 @@ class SessionHeaders:
 
     @classmethod
     def from_headers(cls, headers: Any) -> SessionHeaders:
-        names = ("X-WeAll-Account", "X-WeAll-Session-Key", "X-WeAll-Timestamp", "X-WeAll-Signature")
+        names = (
+            "X-WeAll-Account",
+            "X-WeAll-Session-Key",
+            "X-WeAll-Timestamp",
+            "X-WeAll-Signature",
+        )
         values = [headers.get(name) for name in names]
         missing = [name for name, value in zip(names, values, strict=True) if not value]
         if missing:
-            raise SessionError("session_missing", f"missing headers: {', '.join(missing)}")
+            raise SessionError(
+                "session_missing", f"missing headers: {', '.join(missing)}"
+            )
         account, pubkey, timestamp, signature = values
         if not is_account_id(account):
-            raise SessionError("session_invalid", "X-WeAll-Account is not an account id")
+            raise SessionError(
+                "session_invalid", "X-WeAll-Account is not an account id"
+            )
         if not timestamp.isdigit() or len(timestamp) > 16:
-            raise SessionError("session_invalid", "X-WeAll-Timestamp must be milliseconds")
+            raise SessionError(
+                "session_invalid", "X-WeAll-Timestamp must be milliseconds"
+            )
         return cls(account, pubkey, int(timestamp), signature)
 
 
-def request_signing_bytes(method: str, path_with_query: str, timestamp_ms: int, body_hash: str) -> bytes:
-    lines = (REQUEST_PREFIX, method.upper(), path_with_query, str(timestamp_ms), body_hash)
+def request_signing_bytes(
+    method: str, path_with_query: str, timestamp_ms: int, body_hash: str
+) -> bytes:
+    lines = (
+        REQUEST_PREFIX,
+        method.upper(),
+        path_with_query,
+        str(timestamp_ms),
+        body_hash,
+    )
     return "\n".join(lines).encode("utf-8")
 
 
@@ -81,11 +100,16 @@ class ReplayCache:
     def check_and_add(self, signature: str, timestamp_ms: int, now_ms: int) -> None:
         while self._seen:
             oldest_sig, oldest_ts = next(iter(self._seen.items()))
-            if oldest_ts >= now_ms - CLOCK_SKEW_MS and len(self._seen) < self.max_entries:
+            if (
+                oldest_ts >= now_ms - CLOCK_SKEW_MS
+                and len(self._seen) < self.max_entries
+            ):
                 break
             self._seen.pop(oldest_sig)
         if signature in self._seen:
-            raise SessionError("session_replay", "this request signature was already used")
+            raise SessionError(
+                "session_replay", "this request signature was already used"
+            )
         self._seen[signature] = timestamp_ms
 
 
@@ -109,9 +133,13 @@ def verify_session(
     """
     now = int(time.time() * 1000) if now_ms is None else now_ms
     if abs(now - headers.timestamp_ms) > CLOCK_SKEW_MS:
-        raise SessionError("session_clock_skew", "X-WeAll-Timestamp is more than 5 minutes off")
+        raise SessionError(
+            "session_clock_skew", "X-WeAll-Timestamp is more than 5 minutes off"
+        )
     if account is None:
-        raise SessionError("session_invalid", f"account {headers.account} does not exist")
+        raise SessionError(
+            "session_invalid", f"account {headers.account} does not exist"
+        )
     try:
         raw_key = decode_pubkey(headers.pubkey, code="session_invalid")
         raw_sig = decode_sig(headers.signature, code="session_bad_signature")
@@ -119,17 +147,30 @@ def verify_session(
         raise SessionError(exc.code, exc.message) from None
     if revoked:
         raise SessionError("session_revoked", "the session key was revoked")
-    session = next((s for s in account.get("session_keys", []) if s["pubkey"] == headers.pubkey), None)
+    session = next(
+        (s for s in account.get("session_keys", []) if s["pubkey"] == headers.pubkey),
+        None,
+    )
     if session is None:
-        raise SessionError("session_invalid", "the key is not a session key of the account")
+        raise SessionError(
+            "session_invalid", "the key is not a session key of the account"
+        )
     if now >= session["expires_at_ms"]:
         raise SessionError("session_expired", "the session key has expired")
     if required_scope not in session["scope"]:
-        raise SessionError("session_scope", f"the session key's scope lacks {required_scope}")
+        raise SessionError(
+            "session_scope", f"the session key's scope lacks {required_scope}"
+        )
     tier = gate_tier(params, required_scope)
-    if tier is not None and account["poh_tier"] < tier and "producer" not in account.get("roles", []):
+    if (
+        tier is not None
+        and account["poh_tier"] < tier
+        and "producer" not in account.get("roles", [])
+    ):
         raise SessionError("tier_required", f"{required_scope} needs PoH tier {tier}")
-    message = request_signing_bytes(method, path_with_query, headers.timestamp_ms, body_hash)
+    message = request_signing_bytes(
+        method, path_with_query, headers.timestamp_ms, body_hash
+    )
     if not verify(raw_key, message, raw_sig):
         raise SessionError("session_bad_signature", "the signature does not verify")
     replay.check_and_add(headers.signature, headers.timestamp_ms, now)

@@ -27,8 +27,16 @@ __all__ = [
 
 MAX_PAGE: Final = 100
 PUBLIC_ACCOUNT_FIELDS: Final = (
-    "id", "keys", "session_keys", "poh_tier", "roles", "next_nonce", "balance",
-    "counts", "profile", "created_height",
+    "id",
+    "keys",
+    "session_keys",
+    "poh_tier",
+    "roles",
+    "next_nonce",
+    "balance",
+    "counts",
+    "profile",
+    "created_height",
 )
 
 
@@ -59,7 +67,10 @@ def _with_txs(conn: sqlite3.Connection, block: dict[str, Any]) -> dict[str, Any]
         "hash": block["hash"],
         "header": block["header"],
         "sig": block["sig"],
-        "txs": [{"tx_id": t["tx_id"], "envelope": t["envelope"], "receipt": t["receipt"]} for t in txs],
+        "txs": [
+            {"tx_id": t["tx_id"], "envelope": t["envelope"], "receipt": t["receipt"]}
+            for t in txs
+        ],
     }
 
 
@@ -77,8 +88,13 @@ def tx_view(conn: sqlite3.Connection, tx_id: str) -> dict[str, Any] | None:
     row = queries.tx_row(conn, tx_id)
     if row is None:
         return None
-    view: dict[str, Any] = {"tx_id": row["tx_id"], "status": row["status"],
-                            "tx_type": row["tx_type"], "signer": row["signer"], "nonce": row["nonce"]}
+    view: dict[str, Any] = {
+        "tx_id": row["tx_id"],
+        "status": row["status"],
+        "tx_type": row["tx_type"],
+        "signer": row["signer"],
+        "nonce": row["nonce"],
+    }
     if "height" in row:
         view["height"] = row["height"]
     if "receipt" in row:
@@ -92,7 +108,11 @@ def account_view(conn: sqlite3.Connection, account_id: str) -> dict[str, Any] | 
         return None
     view = {name: account.get(name) for name in PUBLIC_ACCOUNT_FIELDS}
     view["session_keys"] = [
-        {"pubkey": s["pubkey"], "scope": s["scope"], "expires_at_ms": s["expires_at_ms"]}
+        {
+            "pubkey": s["pubkey"],
+            "scope": s["scope"],
+            "expires_at_ms": s["expires_at_ms"],
+        }
         for s in account.get("session_keys", [])
     ]
     return view
@@ -103,7 +123,12 @@ def _post_view(post: dict[str, Any]) -> dict[str, Any]:
 
 
 def _page(
-    conn: sqlite3.Connection, kind: str, prefix: str, cursor: str | None, limit: int, id_field: str,
+    conn: sqlite3.Connection,
+    kind: str,
+    prefix: str,
+    cursor: str | None,
+    limit: int,
+    id_field: str,
     object_kind: str,
 ) -> tuple[list[dict[str, Any]], str | None]:
     state = queries.SqliteState(conn)
@@ -114,11 +139,13 @@ def _page(
         item = state.get(object_kind, entry[id_field])
         if item is not None and not item.get("deleted") and not item.get("hidden"):
             items.append(_post_view(item))
-    next_cursor = rows[-1][0][len(prefix):] if len(rows) == limit else None
+    next_cursor = rows[-1][0][len(prefix) :] if len(rows) == limit else None
     return items, next_cursor
 
 
-def feed_page(conn: sqlite3.Connection, cursor: str | None, limit: int) -> dict[str, Any]:
+def feed_page(
+    conn: sqlite3.Connection, cursor: str | None, limit: int
+) -> dict[str, Any]:
     items, next_cursor = _page(conn, "feed", "", cursor, limit, "post_id", "post")
     return {"items": items, "next_cursor": next_cursor}
 
@@ -143,8 +170,12 @@ def content_view(
         return None
     view = _post_view(item)
     if item["kind"] == "post":
-        rows = state.scan("comment_index", f"{object_id}/", after=(
-            None if cursor is None else f"{object_id}/{cursor}"), limit=limit)
+        rows = state.scan(
+            "comment_index",
+            f"{object_id}/",
+            after=(None if cursor is None else f"{object_id}/{cursor}"),
+            limit=limit,
+        )
         comments = []
         for _key, entry in rows:
             comment = state.get("comment", entry["comment_id"])
@@ -152,12 +183,14 @@ def content_view(
                 comments.append(comment)
         view["comments"] = comments
         view["next_cursor"] = (
-            rows[-1][0][len(object_id) + 1:] if len(rows) == limit else None
+            rows[-1][0][len(object_id) + 1 :] if len(rows) == limit else None
         )
     return view
 
 
-def snapshot_view(conn: sqlite3.Connection, genesis: GenesisInfo, now_ms: int) -> dict[str, Any]:
+def snapshot_view(
+    conn: sqlite3.Connection, genesis: GenesisInfo, now_ms: int
+) -> dict[str, Any]:
     state = queries.SqliteState(conn)
     head = head_view(conn)
     params = state.get("chain", "params") or {}
@@ -184,13 +217,21 @@ def record_view(conn: sqlite3.Connection, kind: str, key: str) -> dict[str, Any]
     return queries.SqliteState(conn).get(kind, key)
 
 
-def group_view(conn: sqlite3.Connection, group_id: str, limit: int) -> dict[str, Any] | None:
+def group_view(
+    conn: sqlite3.Connection, group_id: str, limit: int
+) -> dict[str, Any] | None:
     state = queries.SqliteState(conn)
     group = state.get("group", group_id)
     if group is None:
         return None
-    members = [key.split("/", 1)[1] for key, _ in state.scan("group_member", f"{group_id}/", limit=limit)]
-    requests = [key.split("/", 1)[1] for key, _ in state.scan("group_request", f"{group_id}/", limit=limit)]
+    members = [
+        key.split("/", 1)[1]
+        for key, _ in state.scan("group_member", f"{group_id}/", limit=limit)
+    ]
+    requests = [
+        key.split("/", 1)[1]
+        for key, _ in state.scan("group_request", f"{group_id}/", limit=limit)
+    ]
     return {**group, "members": members, "pending_requests": requests}
 
 

@@ -28,14 +28,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "backup", help="take a live, verified backup now (or check one with --verify)"
     )
-    parser.add_argument("--verify", type=Path, metavar="FILE", help="check a backup file instead")
-    parser.add_argument("--dir", type=Path, help="backup directory (default: WEALL_BACKUP_DIR)")
-    parser.add_argument("--no-prune", action="store_true", help="keep every older backup")
+    parser.add_argument(
+        "--verify", type=Path, metavar="FILE", help="check a backup file instead"
+    )
+    parser.add_argument(
+        "--dir", type=Path, help="backup directory (default: WEALL_BACKUP_DIR)"
+    )
+    parser.add_argument(
+        "--no-prune", action="store_true", help="keep every older backup"
+    )
     parser.set_defaults(func=backup_command)
-    restore = subparsers.add_parser("restore", help="restore a backup into a stopped node")
+    restore = subparsers.add_parser(
+        "restore", help="restore a backup into a stopped node"
+    )
     restore.add_argument("file", type=Path, help="the backup .db file")
-    restore.add_argument("--other-chain", action="store_true",
-                         help="restore a backup whose genesis differs from WEALL_GENESIS_PATH's")
+    restore.add_argument(
+        "--other-chain",
+        action="store_true",
+        help="restore a backup whose genesis differs from WEALL_GENESIS_PATH's",
+    )
     restore.set_defaults(func=restore_command)
 
 
@@ -51,11 +62,18 @@ def backup_command(args: argparse.Namespace) -> int:
         directory = args.dir or config.backup_dir
         manifest = _take_with_progress(config.db_path, directory)
         if not args.no_prune:
-            prune_backups(directory, keep_daily=config.backup_keep_daily,
-                          keep_weekly=config.backup_keep_weekly)
+            prune_backups(
+                directory,
+                keep_daily=config.backup_keep_daily,
+                keep_weekly=config.backup_keep_weekly,
+            )
     except StorageError as exc:
         raise StartupError(str(exc)) from None
-    print(json.dumps({"ok": True, **asdict(manifest), "path": str(directory / manifest.file)}))
+    print(
+        json.dumps(
+            {"ok": True, **asdict(manifest), "path": str(directory / manifest.file)}
+        )
+    )
     return 0
 
 
@@ -73,7 +91,11 @@ def restore_command(args: argparse.Namespace) -> int:
     expected = _expected_genesis(config)
     try:
         facts = verify_backup(args.file)
-        if expected is not None and facts["genesis_hash"] != expected and not args.other_chain:
+        if (
+            expected is not None
+            and facts["genesis_hash"] != expected
+            and not args.other_chain
+        ):
             raise StartupError(
                 f"backup {args.file} is of genesis {facts['genesis_hash']}, but "
                 f"{config.genesis_path} is genesis {expected}; pass --other-chain only if "
@@ -139,7 +161,9 @@ def _verify_with_progress(path: Path) -> dict[str, Any]:
     return facts
 
 
-def _restore_with_progress(backup: Path, db_path: Path, lock_path: Path) -> dict[str, Any]:
+def _restore_with_progress(
+    backup: Path, db_path: Path, lock_path: Path
+) -> dict[str, Any]:
     """Run ``restore_backup``, reporting the size of the copy it writes."""
     temp = db_path.with_name(db_path.name + ".restore.tmp")
     size = _file_size(backup)
@@ -147,12 +171,16 @@ def _restore_with_progress(backup: Path, db_path: Path, lock_path: Path) -> dict
     def poll(progress: Progress) -> None:
         copied = _file_size(temp)
         if copied is None:
-            progress.set_phase("checking integrity" if not progress.statistics().count else None)
+            progress.set_phase(
+                "checking integrity" if not progress.statistics().count else None
+            )
         else:
             progress.update(copied)
             progress.set_phase("copying")
 
     with Progress("restore", total=size, unit="bytes") as progress:
-        facts = run_watched(lambda: restore_backup(backup, db_path, lock_path), progress, poll)
+        facts = run_watched(
+            lambda: restore_backup(backup, db_path, lock_path), progress, poll
+        )
         progress.update(size or 0)
     return facts

@@ -24,6 +24,7 @@ from weall.protocol.envelope import build_envelope
 
 __all__ = ["register"]
 
+
 def _default_url() -> str:
     """The local node's api, from the same settings the node binds with."""
     host = os.environ.get("WEALL_API_HOST") or "127.0.0.1"
@@ -40,12 +41,24 @@ FINAL_STATUSES = ("committed", "rejected", "expired")
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", type=Path, required=True, help="key file that signs")
-    parser.add_argument("--account", help="signer account id (default: the key file's account)")
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"node API base URL (default from WEALL_API_HOST/WEALL_API_PORT: {DEFAULT_URL})")
-    parser.add_argument("--nonce", type=int, help="nonce to use (default: the account's next nonce)")
+    parser.add_argument(
+        "--account", help="signer account id (default: the key file's account)"
+    )
+    parser.add_argument(
+        "--url",
+        default=DEFAULT_URL,
+        help=f"node API base URL (default from WEALL_API_HOST/WEALL_API_PORT: {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--nonce", type=int, help="nonce to use (default: the account's next nonce)"
+    )
     parser.add_argument("--chain-id", help="chain id to sign for (default: the node's)")
-    parser.add_argument("--wait", action="store_true", help="wait for the commit and print the receipt")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait with --wait")
+    parser.add_argument(
+        "--wait", action="store_true", help="wait for the commit and print the receipt"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait with --wait"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,7 +76,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(sub)
     sub.add_argument("body")
     sub.add_argument("--group", help="group id to post in")
-    sub.add_argument("--media", action="append", default=[], help="CID of uploaded media")
+    sub.add_argument(
+        "--media", action="append", default=[], help="CID of uploaded media"
+    )
     sub = kinds.add_parser("comment", help="CONTENT_COMMENT_CREATE")
     _common(sub)
     sub.add_argument("parent_id")
@@ -79,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = kinds.add_parser("raw", help="any type, with its payload as JSON")
     _common(sub)
     sub.add_argument("tx_type")
-    sub.add_argument("payload", help="payload JSON object, e.g. '{\"body\": \"hi\"}'")
+    sub.add_argument("payload", help='payload JSON object, e.g. \'{"body": "hi"}\'')
     parser.set_defaults(func=run_tx)
 
 
@@ -88,9 +103,13 @@ def _payload(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return "ACCOUNT_REGISTER", {}
     if args.kind == "profile":
         payload = {
-            name: value for name, value in (
-                ("display_name", args.display_name), ("bio", args.bio), ("avatar_cid", args.avatar_cid)
-            ) if value is not None
+            name: value
+            for name, value in (
+                ("display_name", args.display_name),
+                ("bio", args.bio),
+                ("avatar_cid", args.avatar_cid),
+            )
+            if value is not None
         }
         return "PROFILE_UPDATE", payload
     if args.kind == "post":
@@ -101,7 +120,10 @@ def _payload(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             payload["media"] = args.media
         return "CONTENT_POST_CREATE", payload
     if args.kind == "comment":
-        return "CONTENT_COMMENT_CREATE", {"parent_id": args.parent_id, "body": args.body}
+        return "CONTENT_COMMENT_CREATE", {
+            "parent_id": args.parent_id,
+            "body": args.body,
+        }
     if args.kind == "follow":
         return "FOLLOW_SET", {"target": args.target, "following": not args.unfollow}
     if args.kind == "transfer":
@@ -109,7 +131,9 @@ def _payload(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     try:
         payload = json.loads(args.payload)
     except ValueError as exc:
-        raise ConfigError("PAYLOAD", args.payload, f"must be a JSON object ({exc})") from None
+        raise ConfigError(
+            "PAYLOAD", args.payload, f"must be a JSON object ({exc})"
+        ) from None
     if not isinstance(payload, dict):
         raise ConfigError("PAYLOAD", args.payload, "must be a JSON object")
     return args.tx_type, payload
@@ -119,17 +143,23 @@ def _get(client: httpx.Client, path: str) -> httpx.Response:
     try:
         return client.get(path)
     except httpx.HTTPError as exc:
-        raise StartupError(f"cannot reach the node at {client.base_url}: {exc}") from None
+        raise StartupError(
+            f"cannot reach the node at {client.base_url}: {exc}"
+        ) from None
 
 
 def run_tx(args: argparse.Namespace) -> int:
     key = keys.load_key_file(args.key)
     signer = args.account or key.account
     if signer is None:
-        raise ConfigError("--account", None, "required when the key file has no account")
+        raise ConfigError(
+            "--account", None, "required when the key file has no account"
+        )
     tx_type, payload = _payload(args)
     with httpx.Client(base_url=args.url, timeout=30.0) as client:
-        chain_id = args.chain_id or _get(client, "/v1/state/snapshot").json()["chain_id"]
+        chain_id = (
+            args.chain_id or _get(client, "/v1/state/snapshot").json()["chain_id"]
+        )
         nonce = args.nonce
         if nonce is None:
             if tx_type == "ACCOUNT_REGISTER":
@@ -141,7 +171,12 @@ def run_tx(args: argparse.Namespace) -> int:
                     return 1
                 nonce = int(response.json()["next_nonce"])
         envelope = build_envelope(
-            key, chain_id=chain_id, tx_type=tx_type, signer=signer, nonce=nonce, payload=payload
+            key,
+            chain_id=chain_id,
+            tx_type=tx_type,
+            signer=signer,
+            nonce=nonce,
+            payload=payload,
         )
         try:
             response = client.post("/v1/tx/submit", json=envelope)

@@ -36,7 +36,9 @@ PAGE = 200
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("verify", help="replay the chain and check every block")
+    parser = subparsers.add_parser(
+        "verify", help="replay the chain and check every block"
+    )
     parser.add_argument("--db", help="database to check (default: WEALL_DB_PATH)")
     parser.set_defaults(func=verify_command)
 
@@ -47,7 +49,9 @@ class VerifyError(Exception):
         self.height = height
 
 
-def verify_chain(conn: sqlite3.Connection, progress: Progress | None = None) -> dict[str, int]:
+def verify_chain(
+    conn: sqlite3.Connection, progress: Progress | None = None
+) -> dict[str, int]:
     """Replay every block of ``conn``; raise ``VerifyError`` naming the first bad height.
 
     ``progress``, when given, is updated with the number of blocks verified.
@@ -61,7 +65,10 @@ def verify_chain(conn: sqlite3.Connection, progress: Progress | None = None) -> 
         raise VerifyError(0, "missing")
     overlay = genesis_state(document, state)
     root0 = state_root_of_raw(info.genesis_hash, overlay.raw_changes())
-    if first["header"]["state_root"] != root0 or first["header"]["prev_hash"] != info.genesis_hash:
+    if (
+        first["header"]["state_root"] != root0
+        or first["header"]["prev_hash"] != info.genesis_hash
+    ):
         raise VerifyError(0, "block 0 does not commit the genesis document")
     if not verify_block_signature(first["header"], first["sig"]):
         raise VerifyError(0, "producer signature does not verify")
@@ -92,14 +99,21 @@ def _compare_state(conn: sqlite3.Connection, state: MemoryState, height: int) ->
         seen += 1
         expected = replayed.get((kind, key))
         if expected is None or orjson.loads(raw) != expected:
-            raise VerifyError(height, f"stored state entry {kind}/{key} differs from the replay")
+            raise VerifyError(
+                height, f"stored state entry {kind}/{key} differs from the replay"
+            )
     if seen != len(replayed):
-        raise VerifyError(height, f"the state table has {seen} entries, the replay {len(replayed)}")
+        raise VerifyError(
+            height, f"the state table has {seen} entries, the replay {len(replayed)}"
+        )
 
 
 def _verify_one(
-    conn: sqlite3.Connection, block: dict[str, Any], prev: dict[str, Any],
-    state: MemoryState, info: GenesisInfo,
+    conn: sqlite3.Connection,
+    block: dict[str, Any],
+    prev: dict[str, Any],
+    state: MemoryState,
+    info: GenesisInfo,
 ) -> None:
     header = block["header"]
     height = block["height"]
@@ -123,22 +137,35 @@ def _verify_one(
             if env.sig is not None:
                 env.verify_signature()
         except ProtocolError as exc:
-            raise VerifyError(height, f"transaction {tx['tx_id']}: {exc.message}") from None
+            raise VerifyError(
+                height, f"transaction {tx['tx_id']}: {exc.message}"
+            ) from None
         if env.tx_id != tx["tx_id"]:
-            raise VerifyError(height, f"transaction {tx['tx_id']} does not hash to its id")
+            raise VerifyError(
+                height, f"transaction {tx['tx_id']} does not hash to its id"
+            )
         envelopes.append(env)
     result = build_block(
-        state, prev, envelopes, timestamp_ms=header["timestamp_ms"], genesis=info,
-        producer_pubkey=header["producer"], sign=None,
+        state,
+        prev,
+        envelopes,
+        timestamp_ms=header["timestamp_ms"],
+        genesis=info,
+        producer_pubkey=header["producer"],
+        sign=None,
     )
     if result.header["receipts_hash"] != header["receipts_hash"]:
         raise VerifyError(height, "receipts do not match a replay")
     stored_receipts = [tx["receipt"] for tx in txs]
     if stored_receipts != result.receipts:
-        raise VerifyError(height, "stored receipts differ from the ones the block committed")
+        raise VerifyError(
+            height, "stored receipts differ from the ones the block committed"
+        )
     for tx, receipt in zip(txs, result.receipts, strict=True):
         if tx["status"] != ("committed" if receipt["ok"] else "rejected"):
-            raise VerifyError(height, f"transaction {tx['tx_id']} has status {tx['status']}")
+            raise VerifyError(
+                height, f"transaction {tx['tx_id']} has status {tx['status']}"
+            )
     if result.header["state_root"] != header["state_root"]:
         raise VerifyError(height, "state root does not match a replay")
     state.apply(result.state.changes())
@@ -158,12 +185,16 @@ def verify_command(args: argparse.Namespace) -> int:
             with Progress("verify", total=total, unit="blocks") as progress:
                 summary = verify_chain(conn, progress)
         except VerifyError as exc:
-            print(f"weall verify: FAILED at height {exc.height}: {exc}", file=sys.stderr)
+            print(
+                f"weall verify: FAILED at height {exc.height}: {exc}", file=sys.stderr
+            )
             return 1
     finally:
         conn.close()
     elapsed = time.monotonic() - started
     rate = summary["txs"] / elapsed if elapsed > 0 else 0.0
-    print(f"ok: {summary['height'] + 1} blocks, {summary['txs']} transactions verified "
-          f"in {elapsed:.1f} s ({rate:.0f} tx/s)")
+    print(
+        f"ok: {summary['height'] + 1} blocks, {summary['txs']} transactions verified "
+        f"in {elapsed:.1f} s ({rate:.0f} tx/s)"
+    )
     return 0

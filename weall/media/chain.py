@@ -84,7 +84,9 @@ class PinSource(Protocol):
         """Submit ``IPFS_PIN_CONFIRM``; return the admission result (``ok``, ``tx_id`` or ``error``)."""
         ...
 
-    def open_media(self, cid: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]] | None:
+    def open_media(
+        self, cid: str
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]] | None:
         """Return a context that streams the content of ``cid`` from the node, or ``None``.
 
         ``None`` means the source has no copy to offer, so the pinner relies
@@ -134,7 +136,9 @@ def _all_assignments(conn: sqlite3.Connection, operator: str) -> Assignments:
         pins.extend(page["pins"])
         cursor = page["next_cursor"]
         if cursor is None:
-            return Assignments(height=height, exists=True, active=page["active"], pins=pins)
+            return Assignments(
+                height=height, exists=True, active=page["active"], pins=pins
+            )
 
 
 class DbPinSource:
@@ -171,7 +175,9 @@ class DbPinSource:
             raise SourceError(f"producer socket: {exc}") from exc
         if not answer.get("ok"):
             error = answer.get("error") or {}
-            raise SourceError(f"system_tx failed: {error.get('code')}: {error.get('message')}")
+            raise SourceError(
+                f"system_tx failed: {error.get('code')}: {error.get('message')}"
+            )
         result: dict[str, Any] = answer["result"]
         return result
 

@@ -55,9 +55,13 @@ def parse_media_type(header: str | None) -> str:
         return DEFAULT_MEDIA_TYPE
     value = header.strip()
     if len(value) > MAX_MEDIA_TYPE_CHARS:
-        raise ValueError(f"Content-Type is longer than {MAX_MEDIA_TYPE_CHARS} characters")
+        raise ValueError(
+            f"Content-Type is longer than {MAX_MEDIA_TYPE_CHARS} characters"
+        )
     if not _MEDIA_TYPE_RE.fullmatch(value):
-        raise ValueError(f"Content-Type {value[:80]!r} is not a media type such as image/png")
+        raise ValueError(
+            f"Content-Type {value[:80]!r} is not a media type such as image/png"
+        )
     essence, separator, parameters = value.partition(";")
     return essence.lower() + separator + parameters
 

@@ -51,7 +51,11 @@ class NodeClient:
         await self._client.aclose()
 
     async def request_json(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
         body: Any = None,
     ) -> tuple[int, Any]:
         """Send one request and return the status and the decoded JSON body.
@@ -66,7 +70,9 @@ class NodeClient:
                 method, path, params=params, content=content, headers=headers
             )
         except httpx.HTTPError as exc:
-            raise SourceError(f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc}") from exc
+            raise SourceError(
+                f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc}"
+            ) from exc
         try:
             document = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -79,12 +85,16 @@ class NodeClient:
         status, document = await self.request_json("GET", "/v1/state/snapshot")
         chain_id = document.get("chain_id") if isinstance(document, dict) else None
         if status != 200 or not isinstance(chain_id, str):
-            raise SourceError(f"GET /v1/state/snapshot returned HTTP {status} without a chain id")
+            raise SourceError(
+                f"GET /v1/state/snapshot returned HTTP {status} without a chain id"
+            )
         return chain_id
 
     async def next_nonce(self, account: str) -> int | None:
         """Return the committed next nonce of ``account``, or ``None`` when it does not exist."""
-        status, document = await self.request_json("GET", f"/v1/accounts/{quote(account)}")
+        status, document = await self.request_json(
+            "GET", f"/v1/accounts/{quote(account)}"
+        )
         if status == 404:
             return None
         nonce = document.get("next_nonce") if isinstance(document, dict) else None
@@ -105,12 +115,19 @@ class NodeClient:
             status, page = await self.request_json("GET", path, params=params)
             if status == 404:
                 return Assignments(height=0, exists=False, active=False)
-            if status != 200 or not isinstance(page, dict) or not isinstance(page.get("pins"), list):
+            if (
+                status != 200
+                or not isinstance(page, dict)
+                or not isinstance(page.get("pins"), list)
+            ):
                 raise SourceError(f"GET {path} returned HTTP {status}")
             pins.extend(page["pins"])
             if page.get("next_cursor") is None:
                 return Assignments(
-                    height=int(page["height"]), exists=True, active=bool(page["active"]), pins=pins
+                    height=int(page["height"]),
+                    exists=True,
+                    active=bool(page["active"]),
+                    pins=pins,
                 )
             params = {"limit": MAX_PINS_PAGE, "cursor": page["next_cursor"]}
 
@@ -142,7 +159,9 @@ class NodeClient:
                     )
                 yield response.aiter_bytes()
         except httpx.HTTPError as exc:
-            raise SourceError(f"GET /v1/media/{cid}: {type(exc).__name__}: {exc}") from exc
+            raise SourceError(
+                f"GET /v1/media/{cid}: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 class HttpPinSource:
@@ -156,7 +175,11 @@ class HttpPinSource:
     """
 
     def __init__(
-        self, client: NodeClient, key: keys.KeyPair, *, expected_chain_id: str | None = None
+        self,
+        client: NodeClient,
+        key: keys.KeyPair,
+        *,
+        expected_chain_id: str | None = None,
     ) -> None:
         if key.account is None:
             raise ValueError("the operator key must name its account")
@@ -177,7 +200,10 @@ class HttpPinSource:
         """
         if self._chain_id is None:
             chain_id = await self.client.chain_id()
-            if self.expected_chain_id is not None and chain_id != self.expected_chain_id:
+            if (
+                self.expected_chain_id is not None
+                and chain_id != self.expected_chain_id
+            ):
                 raise SourceError(
                     f"the node at {self.client.base_url} runs chain {chain_id!r}, "
                     f"not WEALL_CHAIN_ID={self.expected_chain_id!r}"
@@ -207,8 +233,12 @@ class HttpPinSource:
         result: dict[str, Any] = {}
         for _ in range(MAX_NONCE_PROBES):
             envelope = build_envelope(
-                self.key, chain_id=chain_id, tx_type=tx_type,
-                signer=self.account, nonce=nonce, payload=payload,
+                self.key,
+                chain_id=chain_id,
+                tx_type=tx_type,
+                signer=self.account,
+                nonce=nonce,
+                payload=payload,
             )
             status, document = await self.client.request_json(
                 "POST", "/v1/tx/submit", body=envelope

@@ -34,8 +34,14 @@ __all__ = [
 
 BLOCK_PREFIX: Final = b"weall/block/v1\n"
 HEADER_FIELDS: Final = (
-    "chain_id", "height", "prev_hash", "timestamp_ms", "producer",
-    "tx_ids", "receipts_hash", "state_root",
+    "chain_id",
+    "height",
+    "prev_hash",
+    "timestamp_ms",
+    "producer",
+    "tx_ids",
+    "receipts_hash",
+    "state_root",
 )
 
 # Called after the block's transactions, with (state, height, timestamp_ms,
@@ -74,7 +80,11 @@ def receipts_hash(receipts: Sequence[dict[str, Any]]) -> str:
 
 def verify_block_signature(header: dict[str, Any], sig: str) -> bool:
     try:
-        return verify(decode_pubkey(header["producer"]), block_signing_bytes(header), decode_sig(sig))
+        return verify(
+            decode_pubkey(header["producer"]),
+            block_signing_bytes(header),
+            decode_sig(sig),
+        )
     except ProtocolError:
         return False
 
@@ -95,7 +105,9 @@ def genesis_block(
         "receipts_hash": receipts_hash([]),
         "state_root": root,
     }
-    return BlockResult(header, block_hash(header), key.sign(block_signing_bytes(header)), [], state)
+    return BlockResult(
+        header, block_hash(header), key.sign(block_signing_bytes(header)), [], state
+    )
 
 
 def build_block(

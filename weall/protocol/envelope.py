@@ -66,7 +66,9 @@ class Envelope:
         raw_key = decode_pubkey(self.pubkey)
         raw_sig = decode_sig(self.sig)
         if not verify(raw_key, self.signing_bytes, raw_sig):
-            raise TxRejected("bad_signature", "sig does not verify for pubkey over the signing bytes")
+            raise TxRejected(
+                "bad_signature", "sig does not verify for pubkey over the signing bytes"
+            )
 
 
 def signing_bytes(unsigned: dict[str, Any]) -> bytes:
@@ -93,7 +95,11 @@ def parse_envelope(document: Any, *, allow_unsigned: bool = False) -> Envelope:
         raise _invalid(f"missing fields: {', '.join(missing)}")
     if extra := sorted(fields - ENVELOPE_FIELDS):
         raise _invalid(f"unknown fields: {', '.join(extra)[:200]}")
-    chain_id, tx_type, signer = document["chain_id"], document["tx_type"], document["signer"]
+    chain_id, tx_type, signer = (
+        document["chain_id"],
+        document["tx_type"],
+        document["signer"],
+    )
     nonce, payload, pubkey = document["nonce"], document["payload"], document["pubkey"]
     sig = document.get("sig")
     if not isinstance(chain_id, str) or not 1 <= len(chain_id) <= 64:
@@ -102,7 +108,11 @@ def parse_envelope(document: Any, *, allow_unsigned: bool = False) -> Envelope:
         raise _invalid(f"unknown tx_type {str(tx_type)[:64]!r}")
     if not is_account_id(signer):
         raise _invalid("signer must be @ followed by 3 to 32 of [a-z0-9_]")
-    if isinstance(nonce, bool) or not isinstance(nonce, int) or not 0 <= nonce <= MAX_NONCE:
+    if (
+        isinstance(nonce, bool)
+        or not isinstance(nonce, int)
+        or not 0 <= nonce <= MAX_NONCE
+    ):
         raise _invalid("nonce must be a non-negative integer")
     if not isinstance(payload, dict):
         raise _invalid("payload must be a JSON object")
@@ -121,7 +131,9 @@ def parse_envelope(document: Any, *, allow_unsigned: bool = False) -> Envelope:
     # `"sig":"u...",` (6 + 2 + 87 + 1 bytes) when signed.
     size = len(body) - len(SIGNING_PREFIX) + (96 if sig is not None else 0)
     if size > MAX_ENVELOPE_BYTES:
-        raise TxRejected("too_large", f"canonical envelope exceeds {MAX_ENVELOPE_BYTES} bytes")
+        raise TxRejected(
+            "too_large", f"canonical envelope exceeds {MAX_ENVELOPE_BYTES} bytes"
+        )
     return Envelope(
         chain_id=chain_id,
         tx_type=tx_type,

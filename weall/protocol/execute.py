@@ -56,27 +56,37 @@ def find_key(
         if not TX_TYPES[tx_type].session_allowed:
             raise TxRejected("key_not_allowed", f"a session key may not sign {tx_type}")
         if tx_type not in session["scope"]:
-            raise TxRejected("key_not_allowed", f"session key scope does not include {tx_type}")
+            raise TxRejected(
+                "key_not_allowed", f"session key scope does not include {tx_type}"
+            )
         if now_ms >= session["expires_at_ms"]:
             raise TxRejected(
-                "key_not_allowed", "session key expired",
+                "key_not_allowed",
+                "session key expired",
                 {"expires_at_ms": session["expires_at_ms"]},
             )
         found: dict[str, Any] = session
         return found
-    raise TxRejected("key_not_allowed", f"pubkey is not an active key of {account['id']}")
+    raise TxRejected(
+        "key_not_allowed", f"pubkey is not an active key of {account['id']}"
+    )
 
 
 def _check_gates(
-    env: Envelope, account: dict[str, Any], params: dict[str, Any],
-    genesis: GenesisInfo, now_ms: int,
+    env: Envelope,
+    account: dict[str, Any],
+    params: dict[str, Any],
+    genesis: GenesisInfo,
+    now_ms: int,
 ) -> None:
     row = TX_TYPES[env.tx_type]
     roles = account.get("roles", [])
     is_producer = PRODUCER in roles
     tier = gate_tier(params, env.tx_type)
-    if tier is not None and account["poh_tier"] < tier and not (
-        row.producer_alternative and is_producer
+    if (
+        tier is not None
+        and account["poh_tier"] < tier
+        and not (row.producer_alternative and is_producer)
     ):
         raise TxRejected(
             "tier_required",
@@ -85,7 +95,9 @@ def _check_gates(
         )
     if row.role is not None and row.role not in roles:
         raise TxRejected(
-            "role_required", f"{env.tx_type} needs role {row.role}", {"required_role": row.role}
+            "role_required",
+            f"{env.tx_type} needs role {row.role}",
+            {"required_role": row.role},
         )
     if row.economic:
         unlock_at = economics_unlock_at_ms(genesis, params)
@@ -98,22 +110,39 @@ def _check_gates(
 
 
 def _context(
-    state: Overlay, env: Envelope, *, height: int, timestamp_ms: int,
-    params: dict[str, Any], genesis: GenesisInfo, admission: bool,
+    state: Overlay,
+    env: Envelope,
+    *,
+    height: int,
+    timestamp_ms: int,
+    params: dict[str, Any],
+    genesis: GenesisInfo,
+    admission: bool,
     session: dict[str, Any] | None,
 ) -> TxContext:
     return TxContext(
-        state=state, tx_type=env.tx_type, signer=env.signer, nonce=env.nonce,
-        payload=env.payload, pubkey=env.pubkey, tx_id=env.tx_id, height=height,
-        timestamp_ms=timestamp_ms, params=params, genesis=genesis,
-        admission=admission, session_key=session,
+        state=state,
+        tx_type=env.tx_type,
+        signer=env.signer,
+        nonce=env.nonce,
+        payload=env.payload,
+        pubkey=env.pubkey,
+        tx_id=env.tx_id,
+        height=height,
+        timestamp_ms=timestamp_ms,
+        params=params,
+        genesis=genesis,
+        admission=admission,
+        session_key=session,
     )
 
 
 def _run_handler(ctx: TxContext) -> dict[str, Any]:
     function = TX_TYPES[ctx.tx_type].handler
     if function is None:
-        raise TxRejected("invalid_envelope", f"{ctx.tx_type} is not supported by this node")
+        raise TxRejected(
+            "invalid_envelope", f"{ctx.tx_type} is not supported by this node"
+        )
     return function(ctx)
 
 
@@ -125,7 +154,9 @@ def admit(
     ``height`` is the height the transaction would be included at (tip + 1).
     """
     if env.chain_id != genesis.chain_id:
-        raise TxRejected("wrong_chain", f"chain_id {env.chain_id!r} is not {genesis.chain_id!r}")
+        raise TxRejected(
+            "wrong_chain", f"chain_id {env.chain_id!r} is not {genesis.chain_id!r}"
+        )
     params = chain_params(state)
     overlay = Overlay(state)
     session: dict[str, Any] | None = None
@@ -133,7 +164,9 @@ def admit(
         if state.get("account", env.signer) is not None:
             raise TxRejected("account_exists", f"account {env.signer} already exists")
         if env.nonce != 0:
-            raise TxRejected("nonce_too_high", "ACCOUNT_REGISTER has nonce 0", {"next_nonce": 0})
+            raise TxRejected(
+                "nonce_too_high", "ACCOUNT_REGISTER has nonce 0", {"next_nonce": 0}
+            )
     else:
         account = state.get("account", env.signer)
         if account is None:
@@ -142,7 +175,8 @@ def admit(
         next_nonce = account["next_nonce"]
         if env.nonce < next_nonce:
             raise TxRejected(
-                "nonce_too_low", f"nonce {env.nonce} is below the next nonce {next_nonce}",
+                "nonce_too_low",
+                f"nonce {env.nonce} is below the next nonce {next_nonce}",
                 {"next_nonce": next_nonce},
             )
         if env.nonce >= next_nonce + NONCE_WINDOW:
@@ -153,14 +187,25 @@ def admit(
             )
         _check_gates(env, account, params, genesis, now_ms)
     ctx = _context(
-        overlay, env, height=height, timestamp_ms=now_ms, params=params,
-        genesis=genesis, admission=True, session=session,
+        overlay,
+        env,
+        height=height,
+        timestamp_ms=now_ms,
+        params=params,
+        genesis=genesis,
+        admission=True,
+        session=session,
     )
     _run_handler(ctx)
 
 
 def apply_tx(
-    block: Overlay, env: Envelope, *, height: int, timestamp_ms: int, genesis: GenesisInfo
+    block: Overlay,
+    env: Envelope,
+    *,
+    height: int,
+    timestamp_ms: int,
+    genesis: GenesisInfo,
 ) -> dict[str, Any]:
     """Apply one admitted transaction to the block overlay and return its receipt.
 
@@ -177,10 +222,14 @@ def apply_tx(
         else:
             account = block.get("account", env.signer)
             if account is None:
-                raise TxRejected("unknown_signer", f"account {env.signer} does not exist")
+                raise TxRejected(
+                    "unknown_signer", f"account {env.signer} does not exist"
+                )
             if env.nonce != account["next_nonce"]:
                 raise TxRejected(
-                    "nonce_too_low" if env.nonce < account["next_nonce"] else "nonce_too_high",
+                    "nonce_too_low"
+                    if env.nonce < account["next_nonce"]
+                    else "nonce_too_high",
                     f"nonce {env.nonce} is not the next nonce {account['next_nonce']}",
                 )
             # The nonce is consumed whatever the type's rules decide.
@@ -189,12 +238,22 @@ def apply_tx(
             session = find_key(account, env.pubkey, env.tx_type, timestamp_ms)
             _check_gates(env, account, params, genesis, timestamp_ms)
         ctx = _context(
-            child, env, height=height, timestamp_ms=timestamp_ms, params=params,
-            genesis=genesis, admission=False, session=session,
+            child,
+            env,
+            height=height,
+            timestamp_ms=timestamp_ms,
+            params=params,
+            genesis=genesis,
+            admission=False,
+            session=session,
         )
         created = _run_handler(ctx)
     except ProtocolError as exc:
-        receipt: dict[str, Any] = {"ok": False, "code": exc.code, "message": exc.message}
+        receipt: dict[str, Any] = {
+            "ok": False,
+            "code": exc.code,
+            "message": exc.message,
+        }
         if exc.details:
             receipt["details"] = exc.details
         return receipt

@@ -26,7 +26,9 @@ __all__ = [
     "validate_genesis",
 ]
 
-GENESIS_FIELDS: Final = frozenset({"chain_id", "genesis_time_ms", "producer", "params", "accounts"})
+GENESIS_FIELDS: Final = frozenset(
+    {"chain_id", "genesis_time_ms", "producer", "params", "accounts"}
+)
 MAX_BOOTSTRAP_ACCOUNTS: Final = 10_000
 
 
@@ -41,7 +43,9 @@ def genesis_hash(document: dict[str, Any]) -> str:
 def validate_genesis(document: Any) -> dict[str, Any]:
     """Check a genesis document; return its params merged over the defaults."""
     if not isinstance(document, dict) or set(document) != GENESIS_FIELDS:
-        raise _invalid(f"a genesis document has exactly the fields {sorted(GENESIS_FIELDS)}")
+        raise _invalid(
+            f"a genesis document has exactly the fields {sorted(GENESIS_FIELDS)}"
+        )
     canonical.check_value(document)
     chain_id = document["chain_id"]
     if not isinstance(chain_id, str) or not 1 <= len(chain_id) <= 64:
@@ -54,7 +58,10 @@ def validate_genesis(document: Any) -> dict[str, Any]:
         raise _invalid("params must be an object")
     params = merge_params(document["params"])
     accounts = document["accounts"]
-    if not isinstance(accounts, list) or not 1 <= len(accounts) <= MAX_BOOTSTRAP_ACCOUNTS:
+    if (
+        not isinstance(accounts, list)
+        or not 1 <= len(accounts) <= MAX_BOOTSTRAP_ACCOUNTS
+    ):
         raise _invalid(f"accounts must list 1 to {MAX_BOOTSTRAP_ACCOUNTS} accounts")
     seen: set[str] = set()
     producers = []
@@ -63,7 +70,9 @@ def validate_genesis(document: Any) -> dict[str, Any]:
         if PRODUCER in account["roles"]:
             producers.append(account)
     if len(producers) != 1 or producers[0]["pubkey"] != document["producer"]:
-        raise _invalid("exactly one account has role producer, with the producer's pubkey")
+        raise _invalid(
+            "exactly one account has role producer, with the producer's pubkey"
+        )
     return params
 
 
@@ -78,8 +87,14 @@ def _check_account(account: Any, seen: set[str]) -> None:
     if account["poh_tier"] not in (0, 1, 2) or isinstance(account["poh_tier"], bool):
         raise _invalid(f"{account['id']}: poh_tier must be 0, 1 or 2")
     roles = account["roles"]
-    if not isinstance(roles, list) or not set(roles) <= set(ROLES) or len(set(roles)) != len(roles):
-        raise _invalid(f"{account['id']}: roles must be distinct names from {list(ROLES)}")
+    if (
+        not isinstance(roles, list)
+        or not set(roles) <= set(ROLES)
+        or len(set(roles)) != len(roles)
+    ):
+        raise _invalid(
+            f"{account['id']}: roles must be distinct names from {list(ROLES)}"
+        )
     balance = account["balance"]
     if isinstance(balance, bool) or not isinstance(balance, int) or balance < 0:
         raise _invalid(f"{account['id']}: balance must be a non-negative integer")
@@ -101,13 +116,21 @@ def genesis_state(document: dict[str, Any], base: StateReader) -> Overlay:
     state = Overlay(base)
     state.put("chain", "params", params)
     state.put(
-        "chain", "genesis",
-        {"chain_id": info.chain_id, "genesis_hash": info.genesis_hash,
-         "genesis_time_ms": info.genesis_time_ms, "producer": info.producer_pubkey},
+        "chain",
+        "genesis",
+        {
+            "chain_id": info.chain_id,
+            "genesis_hash": info.genesis_hash,
+            "genesis_time_ms": info.genesis_time_ms,
+            "producer": info.producer_pubkey,
+        },
     )
     for entry in document["accounts"]:
         account = new_account(
-            entry["id"], entry["pubkey"], tier=entry["poh_tier"], roles=entry["roles"],
+            entry["id"],
+            entry["pubkey"],
+            tier=entry["poh_tier"],
+            roles=entry["roles"],
             balance=entry["balance"],
         )
         state.put("account", entry["id"], account)

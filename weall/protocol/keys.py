@@ -101,7 +101,9 @@ def load_key_file(path: Path, *, require_private: bool = True) -> KeyPair:
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise StartupError(f"key file {path} not found; create one with `weall keygen`") from None
+        raise StartupError(
+            f"key file {path} not found; create one with `weall keygen`"
+        ) from None
     if require_private and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise StartupError(
             f"key file {path} has mode {stat.S_IMODE(info.st_mode):04o}; "

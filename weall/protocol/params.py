@@ -112,8 +112,15 @@ def validate_params(params: dict[str, Any]) -> None:
     for key, value in params.items():
         if key in _INT_LIMITS:
             low, high = _INT_LIMITS[key]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ProtocolError("invalid_payload", f"params.{key}: must be an integer in {low}..{high}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not low <= value <= high
+            ):
+                raise ProtocolError(
+                    "invalid_payload",
+                    f"params.{key}: must be an integer in {low}..{high}",
+                )
         elif key == "reactions":
             if (
                 not isinstance(value, list)
@@ -122,20 +129,35 @@ def validate_params(params: dict[str, Any]) -> None:
                 or not all(isinstance(r, str) and 1 <= len(r) <= 32 for r in value)
                 or len(set(value)) != len(value)
             ):
-                raise ProtocolError("invalid_payload", "params.reactions: 1 to 32 distinct names")
+                raise ProtocolError(
+                    "invalid_payload", "params.reactions: 1 to 32 distinct names"
+                )
         elif key == "gates":
             if not isinstance(value, dict):
-                raise ProtocolError("invalid_payload", "params.gates: must be an object")
+                raise ProtocolError(
+                    "invalid_payload", "params.gates: must be an object"
+                )
             for tx_type, tier in value.items():
                 if tx_type not in TX_TYPES:
-                    raise ProtocolError("invalid_payload", f"params.gates: unknown type {tx_type}")
+                    raise ProtocolError(
+                        "invalid_payload", f"params.gates: unknown type {tx_type}"
+                    )
                 if isinstance(tier, bool) or tier not in (0, 1, 2):
-                    raise ProtocolError("invalid_payload", f"params.gates.{tx_type}: tier 0, 1 or 2")
+                    raise ProtocolError(
+                        "invalid_payload", f"params.gates.{tx_type}: tier 0, 1 or 2"
+                    )
         else:
             raise ProtocolError("invalid_payload", f"params.{key}: unknown parameter")
     if params["poh_async_threshold"] > params["poh_async_jurors"]:
-        raise ProtocolError("invalid_payload", "params.poh_async_threshold exceeds poh_async_jurors")
+        raise ProtocolError(
+            "invalid_payload", "params.poh_async_threshold exceeds poh_async_jurors"
+        )
     if params["poh_live_threshold"] > params["poh_live_jurors"]:
-        raise ProtocolError("invalid_payload", "params.poh_live_threshold exceeds poh_live_jurors")
+        raise ProtocolError(
+            "invalid_payload", "params.poh_live_threshold exceeds poh_live_jurors"
+        )
     if params["gov_min_voting_blocks"] > params["gov_max_voting_blocks"]:
-        raise ProtocolError("invalid_payload", "params.gov_min_voting_blocks exceeds gov_max_voting_blocks")
+        raise ProtocolError(
+            "invalid_payload",
+            "params.gov_min_voting_blocks exceeds gov_max_voting_blocks",
+        )

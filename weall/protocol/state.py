@@ -17,7 +17,13 @@ import orjson
 from weall.protocol import canonical
 from weall.protocol.encoding import hash_bytes
 
-__all__ = ["MemoryState", "Overlay", "StateReader", "next_state_root", "state_root_of_raw"]
+__all__ = [
+    "MemoryState",
+    "Overlay",
+    "StateReader",
+    "next_state_root",
+    "state_root_of_raw",
+]
 
 Entry = tuple[str, str]
 Value = dict[str, Any]
@@ -30,8 +36,13 @@ class StateReader(Protocol):
     def get(self, kind: str, key: str) -> Value | None: ...
 
     def scan(
-        self, kind: str, prefix: str = "", *, after: str | None = None,
-        limit: int | None = None, reverse: bool = False,
+        self,
+        kind: str,
+        prefix: str = "",
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
     ) -> list[tuple[str, Value]]:
         """Entries of ``kind`` whose key starts with ``prefix``, ordered by key.
 
@@ -51,8 +62,13 @@ class MemoryState:
         return None if value is None else copy.deepcopy(value)
 
     def scan(
-        self, kind: str, prefix: str = "", *, after: str | None = None,
-        limit: int | None = None, reverse: bool = False,
+        self,
+        kind: str,
+        prefix: str = "",
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
     ) -> list[tuple[str, Value]]:
         keys = sorted(
             key for (k, key) in self.entries if k == kind and key.startswith(prefix)
@@ -104,8 +120,13 @@ class Overlay:
         self.writes[(kind, key)] = None
 
     def scan(
-        self, kind: str, prefix: str = "", *, after: str | None = None,
-        limit: int | None = None, reverse: bool = False,
+        self,
+        kind: str,
+        prefix: str = "",
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
     ) -> list[tuple[str, Value]]:
         mine = {
             key: raw
@@ -142,7 +163,9 @@ class Overlay:
 
     def raw_changes(self) -> list[RawChange]:
         """The writes as ``(kind, key, canonical JSON or None)``, sorted by kind and key."""
-        return [(kind, key, self.writes[(kind, key)]) for kind, key in sorted(self.writes)]
+        return [
+            (kind, key, self.writes[(kind, key)]) for kind, key in sorted(self.writes)
+        ]
 
     def changes(self) -> list[tuple[str, str, Value | None]]:
         """The writes as ``(kind, key, value or None)``, sorted by kind and key."""
@@ -155,13 +178,21 @@ class Overlay:
 def state_root_of_raw(prev_root: str, changes: list[RawChange]) -> str:
     """``next_state_root`` over changes whose values are canonical JSON bytes already."""
     parts = [
-        b"[" + orjson.dumps(kind) + b"," + orjson.dumps(key) + b"," + (b"null" if raw is None else raw) + b"]"
+        b"["
+        + orjson.dumps(kind)
+        + b","
+        + orjson.dumps(key)
+        + b","
+        + (b"null" if raw is None else raw)
+        + b"]"
         for kind, key, raw in changes
     ]
     return hash_bytes(prev_root.encode("ascii") + b"[" + b",".join(parts) + b"]")
 
 
-def next_state_root(prev_root: str, changes: list[tuple[str, str, Value | None]]) -> str:
+def next_state_root(
+    prev_root: str, changes: list[tuple[str, str, Value | None]]
+) -> str:
     """The running commitment: hash of the previous root followed by the changes.
 
     The bytes hashed are the ASCII text of ``prev_root`` followed by the

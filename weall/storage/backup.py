@@ -90,7 +90,8 @@ def verify_backup(path: Path, *, expected_genesis: str | None = None) -> dict[st
         _check_against_manifest(path, manifest)
     facts = _verify_database(path, expected_genesis)
     if manifest is not None and (manifest.height, manifest.tip_hash) != (
-        facts["height"], facts["tip_hash"]
+        facts["height"],
+        facts["tip_hash"],
     ):
         raise StorageError(
             f"backup {path} ends at height {facts['height']} ({facts['tip_hash']}) but its "
@@ -140,7 +141,9 @@ def _verify_database(path: Path, expected_genesis: str | None) -> dict[str, Any]
             raise StorageError(f"backup {path} failed the integrity check: {result}")
         version = current_version(conn)
         if not 1 <= version <= SCHEMA_VERSION:
-            raise StorageError(f"backup {path} has schema version {version}; expected 1..{SCHEMA_VERSION}")
+            raise StorageError(
+                f"backup {path} has schema version {version}; expected 1..{SCHEMA_VERSION}"
+            )
         stored = queries.meta(conn)
         head = queries.head_header(conn)
     except sqlite3.DatabaseError as exc:
@@ -151,14 +154,23 @@ def _verify_database(path: Path, expected_genesis: str | None) -> dict[str, Any]
         raise StorageError(f"backup {path} holds no blocks")
     genesis = stored.get("genesis_hash")
     if expected_genesis is not None and genesis != expected_genesis:
-        raise StorageError(f"backup {path} is of genesis {genesis}, expected {expected_genesis}")
+        raise StorageError(
+            f"backup {path} is of genesis {genesis}, expected {expected_genesis}"
+        )
     if head["header"]["height"] != head["height"]:
         raise StorageError(f"backup {path}: tip header does not match its row")
-    return {"height": head["height"], "tip_hash": head["hash"], "genesis_hash": genesis,
-            "chain_id": stored.get("chain_id"), "schema_version": version}
+    return {
+        "height": head["height"],
+        "tip_hash": head["hash"],
+        "genesis_hash": genesis,
+        "chain_id": stored.get("chain_id"),
+        "schema_version": version,
+    }
 
 
-def take_backup(db_path: Path, backup_dir: Path, *, now: dt.datetime | None = None) -> BackupManifest:
+def take_backup(
+    db_path: Path, backup_dir: Path, *, now: dt.datetime | None = None
+) -> BackupManifest:
     """Take a verified live backup of ``db_path`` into ``backup_dir``."""
     started = time.monotonic()
     moment = now or dt.datetime.now(dt.UTC)
@@ -185,15 +197,25 @@ def take_backup(db_path: Path, backup_dir: Path, *, now: dt.datetime | None = No
         temp.unlink(missing_ok=True)
         raise
     manifest = BackupManifest(
-        file=final.name, height=facts["height"], tip_hash=facts["tip_hash"],
-        genesis_hash=facts["genesis_hash"], chain_id=facts["chain_id"],
-        schema_version=facts["schema_version"], created_ms=int(moment.timestamp() * 1000),
-        size_bytes=final.stat().st_size, sha256=_sha256(final),
+        file=final.name,
+        height=facts["height"],
+        tip_hash=facts["tip_hash"],
+        genesis_hash=facts["genesis_hash"],
+        chain_id=facts["chain_id"],
+        schema_version=facts["schema_version"],
+        created_ms=int(moment.timestamp() * 1000),
+        size_bytes=final.stat().st_size,
+        sha256=_sha256(final),
         duration_s=round(time.monotonic() - started, 3),
     )
     _write_manifest(backup_dir / f"{name}.json", manifest)
-    log.info("backup taken file=%s height=%d size_bytes=%d duration_s=%.2f",
-             final.name, manifest.height, manifest.size_bytes, manifest.duration_s)
+    log.info(
+        "backup taken file=%s height=%d size_bytes=%d duration_s=%.2f",
+        final.name,
+        manifest.height,
+        manifest.size_bytes,
+        manifest.duration_s,
+    )
     return manifest
 
 
@@ -212,7 +234,9 @@ def list_manifests(backup_dir: Path) -> list[BackupManifest]:
     manifests = []
     for path in sorted(backup_dir.glob("weall-*.json")):
         try:
-            manifests.append(BackupManifest(**json.loads(path.read_text(encoding="utf-8"))))
+            manifests.append(
+                BackupManifest(**json.loads(path.read_text(encoding="utf-8")))
+            )
         except (OSError, ValueError, TypeError) as exc:
             log.warning("skipping unreadable manifest path=%s: %s", path, exc)
     return manifests
@@ -226,7 +250,9 @@ def prune_backups(backup_dir: Path, *, keep_daily: int, keep_weekly: int) -> lis
     ISO weeks that have one. Days and weeks are in UTC. The newest backup is
     always kept, even with both counts at 0.
     """
-    manifests = sorted(list_manifests(backup_dir), key=lambda m: m.created_ms, reverse=True)
+    manifests = sorted(
+        list_manifests(backup_dir), key=lambda m: m.created_ms, reverse=True
+    )
     keep: set[str] = {manifests[0].file} if manifests else set()
     days: list[dt.date] = []
     weeks: list[tuple[int, int]] = []

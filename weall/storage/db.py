@@ -77,7 +77,9 @@ def open_readonly(
     if immutable:
         uri += "&immutable=1"
     try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            uri, uri=True, isolation_level=None, check_same_thread=False
+        )
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if query_only:
             conn.execute("PRAGMA query_only = ON")
@@ -99,7 +101,9 @@ def open_readwrite(path: Path, *, synchronous: str) -> sqlite3.Connection:
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         applied = conn.execute("PRAGMA synchronous").fetchone()[0]
         if applied != _SYNCHRONOUS_LEVELS[synchronous]:
-            raise StorageError(f"{path}: synchronous={synchronous} not applied (got level {applied})")
+            raise StorageError(
+                f"{path}: synchronous={synchronous} not applied (got level {applied})"
+            )
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
     except sqlite3.Error as exc:
@@ -112,7 +116,9 @@ def translate_error(exc: sqlite3.Error, operation: str) -> StorageError:
     code = getattr(exc, "sqlite_errorcode", None)
     text = str(exc)
     # ``sqlite_errorcode`` is the extended code; its low byte is the primary one.
-    if (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "database or disk is full" in text:
+    if (
+        code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+    ) or "database or disk is full" in text:
         return StorageFullError(f"{operation}: disk full")
     if isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC:
         return StorageFullError(f"{operation}: disk full")
@@ -223,7 +229,9 @@ def tip_path(db_path: Path) -> Path:
     return _sibling(db_path, ".tip")
 
 
-def write_tip(db_path: Path, height: int, block_hash: str, *, sync: bool = False) -> None:
+def write_tip(
+    db_path: Path, height: int, block_hash: str, *, sync: bool = False
+) -> None:
     """Replace the tip file atomically (temporary file, then rename).
 
     Raises:
@@ -270,7 +278,9 @@ def check_tip(db_path: Path, conn: sqlite3.Connection) -> None:
     tip = read_tip(db_path)
     if tip is None:
         return
-    row = conn.execute("SELECT hash FROM blocks WHERE height = ?", (tip.height,)).fetchone()
+    row = conn.execute(
+        "SELECT hash FROM blocks WHERE height = ?", (tip.height,)
+    ).fetchone()
     if row is not None and row[0] == tip.hash:
         return
     record = tip_path(db_path)

@@ -50,8 +50,13 @@ class SqliteState:
         return None if row is None else bytes(row[0])
 
     def scan(
-        self, kind: str, prefix: str = "", *, after: str | None = None,
-        limit: int | None = None, reverse: bool = False,
+        self,
+        kind: str,
+        prefix: str = "",
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
     ) -> list[tuple[str, Value]]:
         clauses = ["kind = ?"]
         args: list[Any] = [kind]
@@ -69,7 +74,9 @@ class SqliteState:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return [(key, orjson.loads(value)) for key, value in self.conn.execute(sql, args)]
+        return [
+            (key, orjson.loads(value)) for key, value in self.conn.execute(sql, args)
+        ]
 
 
 class CachedState:
@@ -93,8 +100,13 @@ class CachedState:
         return None if raw is None else orjson.loads(raw)
 
     def scan(
-        self, kind: str, prefix: str = "", *, after: str | None = None,
-        limit: int | None = None, reverse: bool = False,
+        self,
+        kind: str,
+        prefix: str = "",
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
     ) -> list[tuple[str, Value]]:
         return self.base.scan(kind, prefix, after=after, limit=limit, reverse=reverse)
 
@@ -143,8 +155,12 @@ def txs_in_block(conn: sqlite3.Connection, height: int) -> list[Value]:
         (height,),
     ).fetchall()
     return [
-        {"tx_id": tx_id, "status": status, "envelope": orjson.loads(envelope),
-         "receipt": orjson.loads(receipt) if receipt else None}
+        {
+            "tx_id": tx_id,
+            "status": status,
+            "envelope": orjson.loads(envelope),
+            "receipt": orjson.loads(receipt) if receipt else None,
+        }
         for tx_id, status, envelope, receipt in rows
     ]
 
@@ -158,8 +174,13 @@ def tx_row(conn: sqlite3.Connection, tx_id: str) -> Value | None:
     if row is None:
         return None
     result: Value = {
-        "tx_id": row[0], "status": row[1], "signer": row[4], "nonce": row[5],
-        "tx_type": row[6], "received_ms": row[7], "envelope": orjson.loads(row[8]),
+        "tx_id": row[0],
+        "status": row[1],
+        "signer": row[4],
+        "nonce": row[5],
+        "tx_type": row[6],
+        "received_ms": row[7],
+        "envelope": orjson.loads(row[8]),
     }
     if row[2] is not None:
         result["height"] = row[2]

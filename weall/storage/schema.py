@@ -61,7 +61,7 @@ def _v1_tables(conn: sqlite3.Connection) -> None:
             idx INTEGER,
             receipt BLOB
         ) WITHOUT ROWID;
-        """
+        """,
     )
 
 
@@ -73,7 +73,7 @@ def _v2_tx_indexes(conn: sqlite3.Connection) -> None:
         """
         CREATE INDEX txs_pending ON txs (signer, nonce) WHERE status = 'pending';
         CREATE UNIQUE INDEX txs_block ON txs (height, idx) WHERE height IS NOT NULL;
-        """
+        """,
     )
 
 

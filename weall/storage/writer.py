@@ -116,7 +116,14 @@ class Writer:
     def store_pending(self, admitted: Sequence[tuple[Envelope, int]]) -> None:
         """Store admitted transactions as pending, durably, in one transaction."""
         rows = [
-            (env.tx_id, env.signer, env.nonce, env.tx_type, orjson.dumps(env.to_json()), received)
+            (
+                env.tx_id,
+                env.signer,
+                env.nonce,
+                env.tx_type,
+                orjson.dumps(env.to_json()),
+                received,
+            )
             for env, received in admitted
         ]
 
@@ -132,8 +139,13 @@ class Writer:
     def commit_block(self, block: BlockResult) -> None:
         """Store a block, its receipts and its state changes in one transaction."""
         statuses = [
-            ("committed" if receipt["ok"] else "rejected", block.height, index,
-             orjson.dumps(receipt), tx_id)
+            (
+                "committed" if receipt["ok"] else "rejected",
+                block.height,
+                index,
+                orjson.dumps(receipt),
+                tx_id,
+            )
             for index, (tx_id, receipt) in enumerate(
                 zip(block.header["tx_ids"], block.receipts, strict=True)
             )
@@ -158,7 +170,9 @@ class Writer:
 
         self._transaction(f"commit block {block.height}", body)
 
-    def commit_verified_block(self, block: BlockResult, envelopes: Sequence[Envelope]) -> None:
+    def commit_verified_block(
+        self, block: BlockResult, envelopes: Sequence[Envelope]
+    ) -> None:
         """Store a block that a follower fetched and replayed, in one transaction.
 
         The follower never stores its transactions as pending, so their rows
@@ -167,13 +181,26 @@ class Writer:
         already stored fails the whole block.
         """
         if [env.tx_id for env in envelopes] != block.header["tx_ids"]:
-            raise StorageError(f"commit verified block {block.height}: envelopes do not match tx_ids")
+            raise StorageError(
+                f"commit verified block {block.height}: envelopes do not match tx_ids"
+            )
         timestamp = block.header["timestamp_ms"]
         rows = [
-            (env.tx_id, env.signer, env.nonce, env.tx_type,
-             "committed" if receipt["ok"] else "rejected", orjson.dumps(env.to_json()),
-             timestamp, block.height, index, orjson.dumps(receipt))
-            for index, (env, receipt) in enumerate(zip(envelopes, block.receipts, strict=True))
+            (
+                env.tx_id,
+                env.signer,
+                env.nonce,
+                env.tx_type,
+                "committed" if receipt["ok"] else "rejected",
+                orjson.dumps(env.to_json()),
+                timestamp,
+                block.height,
+                index,
+                orjson.dumps(receipt),
+            )
+            for index, (env, receipt) in enumerate(
+                zip(envelopes, block.receipts, strict=True)
+            )
         ]
 
         def body() -> None:
@@ -192,7 +219,8 @@ class Writer:
 
         def body() -> int:
             cursor = self.conn.executemany(
-                "UPDATE txs SET status = 'expired' WHERE tx_id = ? AND status = 'pending'", ids
+                "UPDATE txs SET status = 'expired' WHERE tx_id = ? AND status = 'pending'",
+                ids,
             )
             return cursor.rowcount
 
@@ -203,7 +231,9 @@ class Writer:
         if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
             raise ValueError(f"unknown checkpoint mode {mode}")
         try:
-            busy, pages, done = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            busy, pages, done = self.conn.execute(
+                f"PRAGMA wal_checkpoint({mode})"
+            ).fetchone()
         except sqlite3.Error as exc:
             raise translate_error(exc, f"checkpoint {mode}") from exc
         return int(busy), int(pages), int(done)
@@ -212,8 +242,14 @@ class Writer:
         self.conn.execute(
             "INSERT INTO blocks (height, hash, header, sig, timestamp_ms, tx_count)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (block.height, block.hash, canonical.dumps(block.header), block.sig,
-             block.header["timestamp_ms"], len(block.header["tx_ids"])),
+            (
+                block.height,
+                block.hash,
+                canonical.dumps(block.header),
+                block.sig,
+                block.header["timestamp_ms"],
+                len(block.header["tx_ids"]),
+            ),
         )
 
     def _write_changes(self, changes: Sequence[tuple[str, str, bytes | None]]) -> None:
@@ -226,4 +262,6 @@ class Writer:
                 upserts,
             )
         if deletes:
-            self.conn.executemany("DELETE FROM state WHERE kind = ? AND key = ?", deletes)
+            self.conn.executemany(
+                "DELETE FROM state WHERE kind = ? AND key = ?", deletes
+            )

@@ -97,13 +97,15 @@ def build_specs(actors: Sequence[str], *, api_workers: int = 1) -> list[ActorSpe
         copies = api_workers if name == "api" else 1
         for worker in range(1, copies + 1):
             extra = ("--worker", str(worker)) if copies > 1 else ()
-            specs.append(ActorSpec(
-                name=name if worker == 1 else f"{name}-{worker}",
-                argv=(sys.executable, "-m", "weall", "actor", name, *extra),
-                restart=RestartType.PERMANENT,
-                shutdown_grace_s=DRAIN_GRACE_S[name] + KILL_MARGIN_S,
-                start_timeout_s=START_TIMEOUT_S.get(name, DEFAULT_START_TIMEOUT_S),
-            ))
+            specs.append(
+                ActorSpec(
+                    name=name if worker == 1 else f"{name}-{worker}",
+                    argv=(sys.executable, "-m", "weall", "actor", name, *extra),
+                    restart=RestartType.PERMANENT,
+                    shutdown_grace_s=DRAIN_GRACE_S[name] + KILL_MARGIN_S,
+                    start_timeout_s=START_TIMEOUT_S.get(name, DEFAULT_START_TIMEOUT_S),
+                )
+            )
     return specs
 
 

@@ -37,7 +37,9 @@ def not_found(what: str, ident: str) -> TxRejected:
     return TxRejected("not_found", f"{what} {ident} not found", {"id": ident})
 
 
-def expect_fields(payload: dict[str, Any], required: set[str], optional: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+def expect_fields(
+    payload: dict[str, Any], required: set[str], optional: set[str] = frozenset()
+) -> None:  # type: ignore[assignment]
     missing = sorted(required - payload.keys())
     if missing:
         raise invalid(f"payload is missing {', '.join(missing)}")
@@ -46,7 +48,9 @@ def expect_fields(payload: dict[str, Any], required: set[str], optional: set[str
         raise invalid(f"payload has unknown fields {', '.join(extra)[:200]}")
 
 
-def get_text(payload: dict[str, Any], name: str, max_chars: int, *, allow_empty: bool = False) -> str:
+def get_text(
+    payload: dict[str, Any], name: str, max_chars: int, *, allow_empty: bool = False
+) -> str:
     value = payload.get(name)
     if not isinstance(value, str):
         raise invalid(f"{name} must be a string")
@@ -61,7 +65,11 @@ def get_text(payload: dict[str, Any], name: str, max_chars: int, *, allow_empty:
 
 def get_int(payload: dict[str, Any], name: str, low: int, high: int) -> int:
     value = payload.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not low <= value <= high
+    ):
         raise invalid(f"{name} must be an integer in {low}..{high}")
     return value
 

@@ -20,8 +20,13 @@ __all__ = ["new_account"]
 
 
 def new_account(
-    account_id: str, pubkey: str, *, tier: int = 0, roles: list[str] | None = None,
-    balance: int = 0, height: int = 0,
+    account_id: str,
+    pubkey: str,
+    *,
+    tier: int = 0,
+    roles: list[str] | None = None,
+    balance: int = 0,
+    height: int = 0,
 ) -> dict[str, Any]:
     return {
         "id": account_id,
@@ -55,7 +60,9 @@ def register(ctx: TxContext) -> dict[str, Any]:
     expect_fields(ctx.payload, set())
     if ctx.state.get("account", ctx.signer) is not None:
         raise TxRejected("account_exists", f"account {ctx.signer} already exists")
-    ctx.state.put("account", ctx.signer, new_account(ctx.signer, ctx.pubkey, height=ctx.height))
+    ctx.state.put(
+        "account", ctx.signer, new_account(ctx.signer, ctx.pubkey, height=ctx.height)
+    )
     bump_counter(ctx.state, "accounts")
     return {"account": ctx.signer}
 
@@ -109,14 +116,18 @@ def session_issue(ctx: TxContext) -> dict[str, Any]:
     if expires <= ctx.timestamp_ms:
         raise invalid("expires_at_ms is in the past")
     if expires > ctx.timestamp_ms + max_ttl:
-        raise invalid(f"expires_at_ms is more than session_max_ttl_ms ({max_ttl}) ahead")
+        raise invalid(
+            f"expires_at_ms is more than session_max_ttl_ms ({max_ttl}) ahead"
+        )
     account = ctx.account()
     if pubkey in _all_keys(account):
         raise TxRejected("conflict", "pubkey is already a key of this account")
     # Expired session keys are dropped so that the list stays bounded.
     live = [s for s in account["session_keys"] if s["expires_at_ms"] > ctx.timestamp_ms]
     if len(live) >= ctx.params["max_session_keys"]:
-        raise invalid(f"an account has at most {ctx.params['max_session_keys']} session keys")
+        raise invalid(
+            f"an account has at most {ctx.params['max_session_keys']} session keys"
+        )
     live.append({"pubkey": pubkey, "scope": sorted(scope), "expires_at_ms": expires})
     account["session_keys"] = live
     ctx.state.put("account", ctx.signer, account)
@@ -151,7 +162,9 @@ def profile_update(ctx: TxContext) -> dict[str, Any]:
             ctx.payload, "display_name", ctx.params["max_display_name_chars"]
         )
     if "bio" in ctx.payload:
-        profile["bio"] = get_text(ctx.payload, "bio", ctx.params["max_bio_chars"], allow_empty=True)
+        profile["bio"] = get_text(
+            ctx.payload, "bio", ctx.params["max_bio_chars"], allow_empty=True
+        )
     if "avatar_cid" in ctx.payload:
         value = ctx.payload["avatar_cid"]
         profile["avatar_cid"] = None if value is None else get_cid(value, "avatar_cid")

@@ -73,7 +73,8 @@ def _check_group(ctx: TxContext) -> str | None:
         raise not_found("group", str(group_id)[:64])
     if ctx.state.get("group_member", f"{group_id}/{ctx.signer}") is None:
         raise TxRejected(
-            "role_required", f"only members of {group_id} may post in it",
+            "role_required",
+            f"only members of {group_id} may post in it",
             {"group_id": group_id},
         )
     return group_id
@@ -117,7 +118,9 @@ def _own_post(ctx: TxContext, post_id: str) -> dict[str, Any]:
     if post is None:
         raise not_found("post", post_id)
     if post["author"] != ctx.signer:
-        raise TxRejected("forbidden", "only the author may change a post", {"post_id": post_id})
+        raise TxRejected(
+            "forbidden", "only the author may change a post", {"post_id": post_id}
+        )
     if post["deleted"]:
         raise TxRejected("conflict", "the post was deleted", {"post_id": post_id})
     return post
@@ -153,11 +156,15 @@ def comment_create(ctx: TxContext) -> dict[str, Any]:
     body = get_text(ctx.payload, "body", ctx.params["max_comment_chars"])
     kind, parent = find_target(ctx, parent_id)
     if not is_visible(parent):
-        raise TxRejected("conflict", "the parent is deleted or hidden", {"parent_id": parent_id})
+        raise TxRejected(
+            "conflict", "the parent is deleted or hidden", {"parent_id": parent_id}
+        )
     post_id = parent_id if kind == "post" else parent["post_id"]
     post = ctx.state.get("post", post_id)
     if post is None or not is_visible(post):
-        raise TxRejected("conflict", "the post is deleted or hidden", {"post_id": post_id})
+        raise TxRejected(
+            "conflict", "the post is deleted or hidden", {"post_id": post_id}
+        )
     comment: dict[str, Any] = {
         "id": ctx.tx_id,
         "kind": "comment",
@@ -174,7 +181,9 @@ def comment_create(ctx: TxContext) -> dict[str, Any]:
     }
     ctx.state.put("comment", ctx.tx_id, comment)
     ctx.state.put(
-        "comment_index", f"{post_id}/{index_key(ctx.height, ctx.tx_id)}", {"comment_id": ctx.tx_id}
+        "comment_index",
+        f"{post_id}/{index_key(ctx.height, ctx.tx_id)}",
+        {"comment_id": ctx.tx_id},
     )
     post["comment_count"] += 1
     ctx.state.put("post", post_id, post)
@@ -205,7 +214,9 @@ def reaction_set(ctx: TxContext) -> dict[str, Any]:
     target_id = get_object_id(ctx.payload, "target_id")
     reaction = ctx.payload["reaction"]
     if reaction is not None and reaction not in ctx.params["reactions"]:
-        raise invalid(f"reaction must be one of {', '.join(ctx.params['reactions'])} or null")
+        raise invalid(
+            f"reaction must be one of {', '.join(ctx.params['reactions'])} or null"
+        )
     kind, target = find_target(ctx, target_id)
     if not is_visible(target):
         raise TxRejected("conflict", "the target is deleted or hidden")

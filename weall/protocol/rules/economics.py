@@ -38,7 +38,8 @@ def transfer(ctx: TxContext) -> dict[str, Any]:
         raise not_found("account", to)
     if sender["balance"] < amount:
         raise TxRejected(
-            "insufficient_balance", f"balance {sender['balance']} is below {amount}",
+            "insufficient_balance",
+            f"balance {sender['balance']} is below {amount}",
             {"balance": sender["balance"]},
         )
     sender["balance"] -= amount
@@ -60,13 +61,22 @@ def treasury_spend(ctx: TxContext) -> dict[str, Any]:
     available = 0 if treasury is None else treasury["balance"]
     if amount > available:
         raise TxRejected(
-            "insufficient_balance", f"treasury balance {available} is below {amount}",
+            "insufficient_balance",
+            f"treasury balance {available} is below {amount}",
             {"balance": available},
         )
     ctx.state.put(
-        "treasury_proposal", ctx.tx_id,
-        {"id": ctx.tx_id, "proposer": ctx.signer, "to": to, "amount": amount,
-         "memo": memo, "height": ctx.height, "status": "open"},
+        "treasury_proposal",
+        ctx.tx_id,
+        {
+            "id": ctx.tx_id,
+            "proposer": ctx.signer,
+            "to": to,
+            "amount": amount,
+            "memo": memo,
+            "height": ctx.height,
+            "status": "open",
+        },
     )
     return {"proposal_id": ctx.tx_id}
 
@@ -79,7 +89,8 @@ def reward_claim(ctx: TxContext) -> dict[str, Any]:
     last = account.get("last_reward_height")
     if last is not None and ctx.height - last < interval:
         raise TxRejected(
-            "conflict", f"a reward may be claimed once every {interval} blocks",
+            "conflict",
+            f"a reward may be claimed once every {interval} blocks",
             {"next_claim_height": last + interval},
         )
     amount = ctx.params["reward_amount"]
