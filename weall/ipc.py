@@ -200,9 +200,9 @@ class IpcClient:
                 waiter.close()
             self._pending.clear()
 
-    async def call(
+    async def call(  # noqa: ASYNC109 - one deadline per request, in seconds
         self, op: str, timeout: float = 30.0, **fields: Any
-    ) -> dict[str, Any]:  # noqa: ASYNC109
+    ) -> dict[str, Any]:
         """Send ``{"op": op, **fields}`` and return the answer."""
         if self._closed:
             raise IpcError("client is closed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 from weall.errors import TxRejected
@@ -38,8 +39,10 @@ def not_found(what: str, ident: str) -> TxRejected:
 
 
 def expect_fields(
-    payload: dict[str, Any], required: set[str], optional: set[str] = frozenset()
-) -> None:  # type: ignore[assignment]
+    payload: dict[str, Any],
+    required: AbstractSet[str],
+    optional: AbstractSet[str] = frozenset(),
+) -> None:
     missing = sorted(required - payload.keys())
     if missing:
         raise invalid(f"payload is missing {', '.join(missing)}")
