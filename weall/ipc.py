@@ -200,8 +200,9 @@ class IpcClient:
                 waiter.close()
             self._pending.clear()
 
-    async def call(  # noqa: ASYNC109 - one deadline per request, in seconds
-        self, op: str, timeout: float = 30.0, **fields: Any
+    # One deadline per request, in seconds, so callers need no scope of their own.
+    async def call(
+        self, op: str, timeout: float = 30.0, **fields: Any  # noqa: ASYNC109
     ) -> dict[str, Any]:
         """Send ``{"op": op, **fields}`` and return the answer."""
         if self._closed:
