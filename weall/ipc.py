@@ -202,7 +202,10 @@ class IpcClient:
 
     # One deadline per request, in seconds, so callers need no scope of their own.
     async def call(
-        self, op: str, timeout: float = 30.0, **fields: Any  # noqa: ASYNC109
+        self,
+        op: str,
+        timeout: float = 30.0,
+        **fields: Any,  # noqa: ASYNC109
     ) -> dict[str, Any]:
         """Send ``{"op": op, **fields}`` and return the answer."""
         if self._closed:
