@@ -293,3 +293,20 @@ def test_follower_follows_a_follower(tmp_path: Path, producer: Node) -> None:
         first.stop()
     assert status["upstream"] == first.url
     assert status["state"] == "caught_up"
+
+
+def test_follower_sync_logs_progress(tmp_path: Path, producer: Node) -> None:
+    _make_content(producer)
+    follower = start(
+        follower_node(
+            tmp_path / "follower", producer, producer.workdir / "data" / "genesis.json"
+        )
+    )
+    try:
+        wait_synced(follower, producer)
+        lines = [line for line in follower.log().splitlines() if "progress task=sync" in line]
+        assert lines, follower.log()[-2000:]
+        assert "total=" in lines[-1]
+        assert "done=true" in lines[-1]
+    finally:
+        follower.stop()

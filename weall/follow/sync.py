@@ -26,6 +26,7 @@ from weall.config import Config
 from weall.errors import StorageError, StorageFullError, UpstreamError, UpstreamRejected
 from weall.follow.upstream import UpstreamClient
 from weall.follow.verify import VerifiedBlock, check_identity, check_page, verify_block
+from weall.progress import Progress
 from weall.protocol.genesis import genesis_info
 from weall.protocol.txtypes import GenesisInfo
 from weall.storage import queries
@@ -98,6 +99,7 @@ class Syncer:
         self._run_txs = 0
         self._last_rate: float | None = None
         self._behind_logged = False
+        self._progress: Progress | None = None
 
     # -- the loop ---------------------------------------------------------------
 
@@ -174,11 +176,21 @@ class Syncer:
             if self.state is not SyncState.SYNCING:
                 # CHECKING or CAUGHT_UP -> SYNCING
                 self._set_state(SyncState.SYNCING)
+                # Inside an actor stderr is a pipe, so the progress comes out
+                # as periodic log lines: height, rate and time left.
+                self._progress = Progress(
+                    "sync", total=head_height, unit="blocks", logger=log
+                )
+                self._progress.update(self.head["height"])
+            if self._progress is not None:
+                self._progress.set_total(head_height)
             committed = 0
             for block in blocks:
                 if not await self._commit(block):
                     break
                 committed += 1
+                if self._progress is not None:
+                    self._progress.update(self.head["height"])
             if committed:
                 self._size_next_page(blocks[:committed])
 
@@ -198,6 +210,9 @@ class Syncer:
                 self._behind_logged = True
         else:
             self._behind_logged = False
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
         if self.state is not SyncState.CAUGHT_UP:
             self._log_caught_up()
             # CHECKING or SYNCING -> CAUGHT_UP
