@@ -51,7 +51,7 @@ def compose() -> dict[str, Any]:
 
 def test_procfile_runs_supervisor() -> None:
     lines = (ROOT / "Procfile").read_text().splitlines()
-    assert lines == ["web: weall supervise"]
+    assert lines == ["web: exec weall supervise"]
 
 
 def test_compose_defines_two_containers(compose: dict[str, Any]) -> None:
