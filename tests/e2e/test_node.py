@@ -263,3 +263,41 @@ def test_api_workers_share_port(tmp_path: Path) -> None:
         os.kill(pids["api-2"], signal.SIGKILL)
         _wait_for(lambda: node.actor_pids().get("api-2") not in (None, pids["api-2"]))
         assert node.actor_pids()["api"] == pids["api"]
+
+
+def test_cli_comment_follow_and_paging(tmp_path: Path) -> None:
+    with running_node(tmp_path) as node:
+        bodies = [f"page post {index}" for index in range(5)]
+        post_ids = []
+        for body in bodies:
+            result = node.tx("post", body)
+            assert result.returncode == 0, result.stderr
+            post_ids.append(result.stdout.split()[0])
+        commented = node.tx("comment", post_ids[0], "a comment")
+        assert commented.returncode == 0, commented.stderr
+        comment_id = commented.stdout.split()[0]
+        content = node.get(f"/v1/content/{post_ids[0]}").json()
+        assert [c["id"] for c in content["comments"]] == [comment_id]
+        assert content["comment_count"] == 1
+
+        alice = _register(node, "alice")
+        followed = node.tx("follow", "@alice")
+        assert followed.returncode == 0, followed.stderr
+        assert node.get("/v1/accounts/@alice").json()["counts"]["followers"] == 1
+        assert node.get("/v1/accounts/@founder").json()["counts"]["following"] == 1
+        refused = node.tx("follow", "@founder", key=str(alice), wait=False)
+        assert refused.returncode == 1
+        assert "tier_required" in refused.stderr
+
+        for path in ("/v1/feed", "/v1/accounts/@founder/posts"):
+            seen: list[str] = []
+            cursor = None
+            for _ in range(10):
+                query = f"?limit=2&cursor={cursor}" if cursor else "?limit=2"
+                page = node.get(path + query).json()
+                assert len(page["items"]) <= 2
+                seen.extend(item["id"] for item in page["items"])
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+            assert seen == list(reversed(post_ids)), path
