@@ -296,7 +296,8 @@ def test_follower_follows_a_follower(tmp_path: Path, producer: Node) -> None:
 
 
 def test_follower_sync_logs_progress(tmp_path: Path, producer: Node) -> None:
-    _make_content(producer)
+    posted = producer.tx("post", "a post for the follower to sync")
+    assert posted.returncode == 0, posted.stderr
     follower = start(
         follower_node(
             tmp_path / "follower", producer, producer.workdir / "data" / "genesis.json"

@@ -68,18 +68,24 @@ async def send_error(
             "error": {"code": code, "message": message, "details": details or {}},
         }
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *headers,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+    except (trio.BusyResourceError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        # NOTE: seen with hypercorn 0.18 when a client is still sending an
+        # oversized body: its connection is being written to or closed
+        # already, so the client may see a reset instead of this answer.
+        log.warning("error answer not sent status=%d code=%s: %r", status, code, exc)
 
 
 def _content_length(scope: dict[str, Any]) -> int | None:
