@@ -305,7 +305,9 @@ def test_follower_sync_logs_progress(tmp_path: Path, producer: Node) -> None:
     )
     try:
         wait_synced(follower, producer)
-        lines = [line for line in follower.log().splitlines() if "progress task=sync" in line]
+        lines = [
+            line for line in follower.log().splitlines() if "progress task=sync" in line
+        ]
         assert lines, follower.log()[-2000:]
         assert "total=" in lines[-1]
         assert "done=true" in lines[-1]

@@ -25,24 +25,39 @@ def test_procfile_runs_under_honcho(tmp_path: Path) -> None:
     assert honcho is not None, "honcho is a dependency of the project"
     shutil.copy(ROOT / "Procfile", tmp_path / "Procfile")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEALL_") and k != "PORT"}
-    env.update({
-        "PORT": str(port),
-        "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
-        "WEALL_RUN_DIR": tempfile.mkdtemp(prefix="weall-run-", dir="/tmp"),
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WEALL_") and k != "PORT"
+    }
+    env.update(
+        {
+            "PORT": str(port),
+            "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+            "WEALL_RUN_DIR": tempfile.mkdtemp(prefix="weall-run-", dir="/tmp"),
+        }
+    )
     log_path = tmp_path / "honcho.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [honcho, "start", "-f", "Procfile"], cwd=tmp_path, env=env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [honcho, "start", "-f", "Procfile"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 60
         healthy = False
         while time.monotonic() < deadline and not healthy:
             try:
-                healthy = httpx.get(f"http://127.0.0.1:{port}/v1/readyz", timeout=1).status_code == 200
+                healthy = (
+                    httpx.get(
+                        f"http://127.0.0.1:{port}/v1/readyz", timeout=1
+                    ).status_code
+                    == 200
+                )
             except httpx.HTTPError:
                 time.sleep(0.2)
         assert healthy, log_path.read_text()

@@ -81,7 +81,11 @@ async def send_error(
             }
         )
         await send({"type": "http.response.body", "body": body, "more_body": False})
-    except (trio.BusyResourceError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+    except (
+        trio.BusyResourceError,
+        trio.BrokenResourceError,
+        trio.ClosedResourceError,
+    ) as exc:
         # NOTE: seen with hypercorn 0.18 when a client is still sending an
         # oversized body: its connection is being written to or closed
         # already, so the client may see a reset instead of this answer.
