@@ -200,12 +200,11 @@ class IpcClient:
                 waiter.close()
             self._pending.clear()
 
-    # One deadline per request, in seconds, so callers need no scope of their own.
     async def call(
         self,
         op: str,
         timeout: float = 30.0,
-        **fields: Any,  # noqa: ASYNC109
+        **fields: Any,
     ) -> dict[str, Any]:
         """Send ``{"op": op, **fields}`` and return the answer."""
         if self._closed:
