@@ -107,9 +107,36 @@ class Node:
             self.kill_tree()
             raise
 
+    def actor_status(self) -> dict[str, dict[str, Any]]:
+        """Return the entries of the status file, one per actor."""
+        document: dict[str, dict[str, Any]] = json.loads(
+            (self.run_dir / "actors.json").read_text()
+        )
+        return document
+
     def actor_pids(self) -> dict[str, int]:
-        document = json.loads((self.run_dir / "actors.json").read_text())
-        return {name: info["pid"] for name, info in document.items() if info.get("pid")}
+        return {
+            name: info["pid"]
+            for name, info in self.actor_status().items()
+            if info.get("pid")
+        }
+
+    def wait_all_running(
+        self, names: tuple[str, ...], timeout: float = 60.0
+    ) -> dict[str, int]:
+        """Wait until every actor in ``names`` is running; return their pids."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status = self.actor_status()
+            except (OSError, ValueError):
+                status = {}
+            if all(status.get(name, {}).get("state") == "running" for name in names):
+                return {name: int(status[name]["pid"]) for name in names}
+            time.sleep(0.02)
+        raise AssertionError(
+            f"actors {names} not all running within {timeout} s:\n{self.log()[-3000:]}"
+        )
 
     def kill_tree(self) -> None:
         """SIGKILL the supervisor and every actor, as a power cut would."""
