@@ -203,16 +203,61 @@ def create_database(
             )
         state = genesis_state(document, MemoryState())
         block0 = genesis_block(document, state, node)
-        writer = Writer(config.db_path, synchronous=config.synchronous)
+        # Built under another name and linked into place whole, so that a node
+        # that starts meanwhile never opens a database without its schema.
+        _remove_unfinished_databases(config.db_path)
+        temp = config.db_path.with_name(f".{config.db_path.name}.new{os.getpid()}")
         try:
-            writer.migrate()
-            writer.initialize(document, block0)
+            writer = Writer(temp, synchronous=config.synchronous)
+            try:
+                writer.migrate()
+                writer.initialize(document, block0)
+            finally:
+                writer.close()
+            _check_folded(temp)
+            try:
+                os.link(temp, config.db_path)
+            except FileExistsError:
+                raise StartupError(
+                    f"database {config.db_path} exists; refusing to overwrite a chain"
+                ) from None
         finally:
-            writer.close()
+            _remove_database_files(temp)
+        _fsync_directory(config.db_path.parent)
         write_tip(config.db_path, 0, block0.hash, sync=True)
     finally:
         lock.release()
     log.info("created database path=%s chain=%s", config.db_path, document["chain_id"])
+
+
+def _database_files(path: Path) -> list[Path]:
+    return [path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm")]
+
+
+def _remove_database_files(path: Path) -> None:
+    for file in _database_files(path):
+        file.unlink(missing_ok=True)
+
+
+def _remove_unfinished_databases(db_path: Path) -> None:
+    """Remove databases that a crashed first start left under a temporary name."""
+    for leftover in db_path.parent.glob(f".{db_path.name}.new*"):
+        log.warning("removing unfinished database path=%s", leftover)
+        leftover.unlink(missing_ok=True)
+
+
+def _check_folded(path: Path) -> None:
+    """Raise ``StorageError`` unless every page of ``path`` is in the file itself.
+
+    Closing the last connection folds the -wal file into the database and
+    deletes it. A -wal file left behind contains pages that a link of the
+    main file alone would lose.
+    """
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StorageError(
+            f"new database {path} kept a non-empty {wal.name} after its last connection closed"
+        )
 
 
 def check_database(config: Config, document: dict[str, Any]) -> int:
