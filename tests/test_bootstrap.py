@@ -495,3 +495,36 @@ def test_first_start_waits_for_init_lock(tmp_path: Path) -> None:
     assert code == 0, stderr
     assert "waiting for another first start" in stderr
     assert (tmp_path / "data" / "genesis.json").is_file()
+
+
+def test_database_appears_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another node may check the database the moment its name exists, so the
+    # name must not exist while the schema and block 0 are being written.
+    from weall.storage.writer import Writer
+
+    config = dev_config(tmp_path)
+    seen_during_creation: list[bool] = []
+    initialize = Writer.initialize
+
+    def observed(self: Writer, *args: object, **kwargs: object) -> None:
+        seen_during_creation.append(config.db_path.exists())
+        initialize(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Writer, "initialize", observed)
+    prepare_node(config, ACTOR_NAMES)
+    assert seen_during_creation == [False]
+    assert read_once(config.db_path, queries.head_header)["height"] == 0
+    names = sorted(p.name for p in config.data_dir.iterdir())
+    assert not [name for name in names if ".new" in name], names
+
+
+def test_unfinished_database_removed(tmp_path: Path) -> None:
+    config = dev_config(tmp_path)
+    config.data_dir.mkdir(parents=True)
+    leftover = config.data_dir / ".weall.db.new999999"
+    leftover.write_bytes(b"half a database")
+    prepare_node(config, ACTOR_NAMES)
+    assert not leftover.exists()
+    assert read_once(config.db_path, queries.head_header)["height"] == 0
