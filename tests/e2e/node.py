@@ -28,7 +28,12 @@ def free_port() -> int:
 
 
 class Node:
-    """One supervisor process and its data directory."""
+    """One supervisor process and its data directory.
+
+    Several ``Node`` objects may share one working directory and run
+    directory, as the two supervisors of the Compose file share ./data. Each
+    then needs its own ``log_name`` and control socket.
+    """
 
     def __init__(
         self,
@@ -36,16 +41,25 @@ class Node:
         *,
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
+        command: list[str] | None = None,
+        run_dir: Path | None = None,
+        port: int | None = None,
+        log_name: str = "supervisor.log",
     ) -> None:
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = env or {}
         self.args = args or []
+        # A command line run as is, with this venv's bin directory first on
+        # PATH, instead of ``python -m weall supervise ARGS``.
+        self.command = command
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / "supervisor.log"
+        self.log_path = workdir / log_name
         # Unix socket paths must stay short, so the run directory lives in /tmp.
-        self.run_dir = Path(tempfile.mkdtemp(prefix="weall-run-", dir="/tmp"))
+        self.run_dir = run_dir or Path(
+            tempfile.mkdtemp(prefix="weall-run-", dir="/tmp")
+        )
 
     @property
     def env(self) -> dict[str, str]:
@@ -63,19 +77,26 @@ class Node:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.command is not None:
+            env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
         env.update(self.extra_env)
         return env
 
-    def start(self) -> None:
+    def start(self, *, stderr_path: Path | None = None) -> None:
+        """Start the supervisor; its stderr goes to ``stderr_path`` or to the log."""
+        argv = self.command or [sys.executable, "-m", "weall", "supervise", *self.args]
         log = self.log_path.open("ab")
+        stderr = stderr_path.open("ab") if stderr_path is not None else None
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "weall", "supervise", *self.args],
+            argv,
             cwd=self.workdir,
             env=self.env,
             stdout=log,
-            stderr=subprocess.STDOUT,
+            stderr=stderr if stderr is not None else subprocess.STDOUT,
         )
         log.close()
+        if stderr is not None:
+            stderr.close()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
