@@ -7,9 +7,11 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +20,17 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Node", "free_port", "running_node"]
+from weall.protocol import keys
+from weall.protocol.envelope import build_envelope
+
+__all__ = [
+    "Node",
+    "Submitter",
+    "committed",
+    "free_port",
+    "running_node",
+    "wait_committed",
+]
 
 
 def free_port() -> int:
@@ -217,3 +229,76 @@ def running_node(workdir: Path, **kwargs: Any) -> Iterator[Node]:
         if node.process is not None and node.process.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.stop()
+
+
+class Submitter(threading.Thread):
+    """Posts as the founder, one nonce after another, and records every response.
+
+    ``acked`` lists the tx ids that got 202 or 200. ``responses`` lists
+    ``(time.monotonic(), status, error code or None)`` of every response.
+    """
+
+    def __init__(self, node: Node, *, pause_s: float = 0.0) -> None:
+        super().__init__(daemon=True)
+        self.node = node
+        self.pause_s = pause_s
+        self.key = keys.load_key_file(node.workdir / "data" / "keys" / "founder.key")
+        self.acked: list[str] = []
+        self.responses: list[tuple[float, int, str | None]] = []
+        self.stopping = threading.Event()
+        self.nonce = node.get("/v1/accounts/@founder").json()["next_nonce"]
+
+    def run(self) -> None:
+        client = httpx.Client(base_url=self.node.url, timeout=5.0)
+        envelope = self._next()
+        while not self.stopping.is_set():
+            try:
+                response = client.post("/v1/tx/submit", json=envelope)
+            except httpx.HTTPError:
+                time.sleep(0.05)  # the api is restarting; send the same envelope again
+                continue
+            code = None if response.is_success else response.json()["error"]["code"]
+            self.responses.append((time.monotonic(), response.status_code, code))
+            if response.status_code in (200, 202):
+                self.acked.append(response.json()["tx_id"])
+                self.nonce += 1
+                envelope = self._next()
+                time.sleep(self.pause_s)
+            elif code == "nonce_too_high":
+                time.sleep(0.1)  # the window is full until the next block
+            else:
+                time.sleep(0.05)
+        client.close()
+
+    def _next(self) -> dict[str, object]:
+        return build_envelope(
+            self.key,
+            chain_id="weall-dev",
+            tx_type="CONTENT_POST_CREATE",
+            signer="@founder",
+            nonce=self.nonce,
+            payload={"body": f"load {self.nonce}"},
+        )
+
+
+def committed(node: Node, tx_ids: set[str]) -> set[str]:
+    """Return the ids among ``tx_ids`` that the database contains as committed."""
+    path = node.workdir / "data" / "weall.db"
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT tx_id FROM txs WHERE status = 'committed'"
+        ).fetchall()
+    finally:
+        conn.close()
+    return tx_ids & {row[0] for row in rows}
+
+
+def wait_committed(node: Node, tx_ids: list[str], timeout: float = 60.0) -> None:
+    """Wait until every transaction in ``tx_ids`` is committed."""
+    deadline = time.monotonic() + timeout
+    remaining = set(tx_ids)
+    while remaining and time.monotonic() < deadline:
+        remaining -= committed(node, remaining)
+        time.sleep(0.3)
+    assert not remaining, f"{len(remaining)} acknowledged transactions not committed"

@@ -6,66 +6,19 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from weall.protocol import keys
-from weall.protocol.envelope import build_envelope
-
-from .node import Node, running_node
+from .node import Node, Submitter, running_node, wait_committed
 
 pytestmark = pytest.mark.slow
 
 ACTORS = ("producer", "checkpointer", "pinner", "healer", "api")
-
-
-class Submitter(threading.Thread):
-    """Posts as the founder, one nonce after another, and records every 202/200."""
-
-    def __init__(self, node: Node) -> None:
-        super().__init__(daemon=True)
-        self.node = node
-        self.key = keys.load_key_file(node.workdir / "data" / "keys" / "founder.key")
-        self.acked: list[str] = []
-        self.stopping = threading.Event()
-        self.nonce = node.get("/v1/accounts/@founder").json()["next_nonce"]
-
-    def run(self) -> None:
-        client = httpx.Client(base_url=self.node.url, timeout=5.0)
-        envelope = self._next()
-        while not self.stopping.is_set():
-            try:
-                response = client.post("/v1/tx/submit", json=envelope)
-            except httpx.HTTPError:
-                time.sleep(0.05)  # the api is restarting; send the same envelope again
-                continue
-            if response.status_code in (200, 202):
-                self.acked.append(response.json()["tx_id"])
-                self.nonce += 1
-                envelope = self._next()
-            elif response.json()["error"]["code"] == "nonce_too_high":
-                time.sleep(0.1)  # the window is full until the next block
-            else:
-                time.sleep(0.05)
-        client.close()
-
-    def _next(self) -> dict[str, object]:
-        return build_envelope(
-            self.key,
-            chain_id="weall-dev",
-            tx_type="CONTENT_POST_CREATE",
-            signer="@founder",
-            nonce=self.nonce,
-            payload={"body": f"storm {self.nonce}"},
-        )
 
 
 def _wait_restarted(
@@ -85,19 +38,6 @@ def _wait_restarted(
     raise AssertionError(
         f"{name} was not restarted within {timeout} s:\n{node.log()[-3000:]}"
     )
-
-
-def _committed(node: Node, tx_ids: set[str]) -> set[str]:
-    """The ids among ``tx_ids`` that the database holds as committed."""
-    path = node.workdir / "data" / "weall.db"
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = conn.execute(
-            "SELECT tx_id FROM txs WHERE status = 'committed'"
-        ).fetchall()
-    finally:
-        conn.close()
-    return tx_ids & {row[0] for row in rows}
 
 
 def _storm(tmp_path: Path, seconds: float) -> None:
@@ -147,14 +87,7 @@ def _storm(tmp_path: Path, seconds: float) -> None:
         assert crashes == [], crashes
         assert submitter.acked, "the load never got an acknowledgement"
         node.wait_ready(30)
-        deadline = time.monotonic() + 60
-        remaining = set(submitter.acked)
-        while remaining and time.monotonic() < deadline:
-            remaining -= _committed(node, remaining)
-            time.sleep(0.3)
-        assert not remaining, (
-            f"{len(remaining)} acknowledged transactions not committed"
-        )
+        wait_committed(node, submitter.acked)
 
 
 def test_kill_each_actor_under_load(tmp_path: Path) -> None:
