@@ -296,9 +296,10 @@ def _register_supervise(subparsers: argparse._SubParsersAction[Any]) -> None:
         description=(
             "Start the actors in order (the producer or follower first, the api last), "
             "restart any that dies or stops sending heartbeats, and stop them in "
-            "reverse order on SIGTERM or Ctrl-C. All output goes to stdout, one line "
-            "per record, prefixed with the actor name. Exit codes: 0 after a stop, "
-            "1 after giving up on an actor, 78 on invalid settings or a refused start."
+            "reverse order on SIGTERM or Ctrl-C (a second Ctrl-C kills them at once). "
+            "All output goes to stdout, one line per record, prefixed with the actor "
+            "name. Exit codes: 0 after a stop, 1 after giving up on an actor, 78 on "
+            "invalid settings or a rejected start, the supervisor's own or an actor's."
         ),
     )
     supervise.add_argument(
