@@ -458,31 +458,29 @@ def test_dev_example_loads() -> None:
     assert config.api_bind == "127.0.0.1:8000"
 
 
-def test_genesis_example_settings_load(tmp_path: Path) -> None:
+@pytest.fixture
+def genesis_example_env(tmp_path: Path) -> dict[str, str]:
+    """The values of genesis.env.example, with a node key file that exists."""
     values = load_env_file(CONFIG_DIR / "genesis.env.example")
     key_path = tmp_path / "node.key"
     keys.write_key_file(key_path, key_pair("@node"))
-    config = load({**values, "WEALL_NODE_KEY_PATH": str(key_path)})
+    return {**values, "WEALL_NODE_KEY_PATH": str(key_path)}
+
+
+def test_genesis_example_settings_load(genesis_example_env: dict[str, str]) -> None:
+    config = load(genesis_example_env)
     assert config.mode == "genesis"
     assert config.allow_unsigned_txs is False
     assert config.synchronous == "FULL"
     assert config.api_bind == "127.0.0.1:8000"
 
 
-def test_genesis_example_validates(tmp_path: Path) -> None:
+def test_genesis_example_validates(genesis_example_env: dict[str, str]) -> None:
     from weall.bootstrap import load_genesis
     from weall.protocol.genesis import genesis_hash
 
-    values = load_env_file(CONFIG_DIR / "genesis.env.example")
-    key_path = tmp_path / "node.key"
-    keys.write_key_file(key_path, key_pair("@node"))
-    config = load(
-        {
-            **values,
-            "WEALL_NODE_KEY_PATH": str(key_path),
-            "WEALL_GENESIS_PATH": str(CONFIG_DIR / "genesis.example.json"),
-        }
-    )
+    example = str(CONFIG_DIR / "genesis.example.json")
+    config = load({**genesis_example_env, "WEALL_GENESIS_PATH": example})
     document = load_genesis(config)
     assert document["chain_id"] == "weall-example"
     # The params object is empty: genesis-posture defaults, as written by
