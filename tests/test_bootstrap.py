@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -366,3 +370,161 @@ def test_genesis_mode_other_producer_key(tmp_path: Path) -> None:
     with pytest.raises(StartupError, match="not the genesis producer key"):
         prepare_node(config, ACTOR_NAMES)
     assert not config.db_path.exists()
+
+
+# -- starts that meet another process ----------------------------------------------------------
+
+
+def test_later_start_producer_lock_held(started: Config, tmp_path: Path) -> None:
+    lock = ProducerLock(started.lock_path)
+    lock.acquire()
+    try:
+        error = refusal(started, tmp_path)
+    finally:
+        lock.release()
+    message = str(error)
+    assert message.startswith(f"another producer (pid {os.getpid()}) holds ")
+    assert str(started.lock_path) in message
+    assert "\n" not in message
+
+
+def test_api_start_ignores_producer_lock(started: Config) -> None:
+    lock = ProducerLock(started.lock_path)
+    lock.acquire()
+    try:
+        prepare_node(started, ["api"])
+        prepare_node(started, ["checkpointer", "pinner", "healer", "api"])
+    finally:
+        lock.release()
+
+
+def test_first_start_reuses_existing_files(tmp_path: Path) -> None:
+    # A file created between the existence check and the write is kept. The
+    # founder key here stands for one that another process wrote.
+    config = dev_config(tmp_path)
+    founder = key_pair("@founder")
+    keys.write_key_file(config.keys_dir / "founder.key", founder)
+    prepare_node(config, ACTOR_NAMES)
+    document = json.loads(config.genesis_path.read_text())
+    accounts = {a["id"]: a for a in document["accounts"]}
+    assert accounts["@founder"]["pubkey"] == founder.pubkey
+    assert mode_of(config.keys_dir) == 0o700
+    leftovers = [p.name for p in config.data_dir.rglob(".*") if ".new" in p.name]
+    assert leftovers == []
+
+
+# Runs prepare_node in its own process once the test writes a line to its
+# stdin, so that several processes start at the same moment.
+_STARTER = """
+import logging, sys
+from weall import config as config_module
+from weall.bootstrap import prepare_node
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+config = config_module.load({"WEALL_DB_PATH": sys.argv[1]})
+actors = sys.argv[2].split(",")
+print("ready", flush=True)
+sys.stdin.readline()
+prepare_node(config, actors)
+"""
+
+
+def _start_waiting(db_path: Path, actors: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", _STARTER, str(db_path), actors],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    return process
+
+
+def _finish(process: subprocess.Popen[str]) -> tuple[int, str]:
+    _, stderr = process.communicate(timeout=60)
+    return process.returncode, stderr
+
+
+@pytest.mark.parametrize("round_number", range(3))
+def test_concurrent_first_starts_agree(tmp_path: Path, round_number: int) -> None:
+    db_path = tmp_path / "data" / "weall.db"
+    subsets = ["producer,checkpointer,pinner,healer", "api", "api", "producer"]
+    processes = [_start_waiting(db_path, subset) for subset in subsets]
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    results = [_finish(process) for process in processes]
+    for code, stderr in results:
+        assert code == 0, stderr
+    logs = "".join(stderr for _, stderr in results)
+    assert logs.count("wrote dev genesis") == 1, logs
+    assert logs.count("account=@node") == 1, logs
+    assert logs.count("created database") == 1, logs
+
+    config = dev_config(tmp_path)
+    document = json.loads(config.genesis_path.read_text())
+    node = keys.load_key_file(config.node_key_path)
+    founder = keys.load_key_file(config.keys_dir / "founder.key")
+    accounts = {a["id"]: a for a in document["accounts"]}
+    assert document["producer"] == node.pubkey
+    assert accounts["@founder"]["pubkey"] == founder.pubkey
+    meta = read_once(db_path, queries.meta)
+    assert meta["genesis_hash"] == genesis_hash(document)
+
+
+def test_first_start_waits_for_init_lock(tmp_path: Path) -> None:
+    db_path = tmp_path / "data" / "weall.db"
+    lock_path = tmp_path / "data" / "weall.db.init.lock"
+    lock_path.parent.mkdir(parents=True)
+    holder = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        process = _start_waiting(db_path, "api")
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        # While the lock is held elsewhere the start writes nothing.
+        time.sleep(1.0)
+        assert process.poll() is None
+        assert sorted(p.name for p in lock_path.parent.iterdir()) == [lock_path.name]
+    finally:
+        os.close(holder)
+    code, stderr = _finish(process)
+    assert code == 0, stderr
+    assert "waiting for another first start" in stderr
+    assert (tmp_path / "data" / "genesis.json").is_file()
+
+
+def test_database_appears_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another node may check the database the moment its name exists, so the
+    # name must not exist while the schema and block 0 are being written.
+    from weall.storage.writer import Writer
+
+    config = dev_config(tmp_path)
+    seen_during_creation: list[bool] = []
+    initialize = Writer.initialize
+
+    def observed(self: Writer, *args: object, **kwargs: object) -> None:
+        seen_during_creation.append(config.db_path.exists())
+        initialize(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Writer, "initialize", observed)
+    prepare_node(config, ACTOR_NAMES)
+    assert seen_during_creation == [False]
+    assert read_once(config.db_path, queries.head_header)["height"] == 0
+    names = sorted(p.name for p in config.data_dir.iterdir())
+    assert not [name for name in names if ".new" in name], names
+
+
+def test_unfinished_database_removed(tmp_path: Path) -> None:
+    config = dev_config(tmp_path)
+    config.data_dir.mkdir(parents=True)
+    leftover = config.data_dir / ".weall.db.new999999"
+    leftover.write_bytes(b"half a database")
+    prepare_node(config, ACTOR_NAMES)
+    assert not leftover.exists()
+    assert read_once(config.db_path, queries.head_header)["height"] == 0

@@ -390,3 +390,110 @@ def test_env_file_rejects_line(tmp_path: Path, line: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_env_file(path)
     assert caught.value.variable == f"{path}:2"
+
+
+# -- the examples in config/ ---------------------------------------------------------------------
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+ENV_EXAMPLES = ("dev.env.example", "genesis.env.example")
+# A setting line, or one commented out to show its default: "# NAME=value".
+SETTING_LINE = re.compile(r"^(?:# )?(WEALL_[A-Z0-9_]+|PORT)=")
+
+
+def loader_variables() -> set[str]:
+    source = inspect.getsource(config_module)
+    return set(re.findall(r'"(WEALL_[A-Z0-9_]+)"', source)) | {"PORT"}
+
+
+def example_settings(name: str) -> list[tuple[int, str]]:
+    """Return ``(line number, variable)`` of every setting line, set or commented out."""
+    lines = (CONFIG_DIR / name).read_text(encoding="utf-8").splitlines()
+    found = []
+    for number, line in enumerate(lines, 1):
+        match = SETTING_LINE.match(line)
+        if match:
+            found.append((number, match.group(1)))
+    return found
+
+
+@pytest.mark.parametrize("name", ENV_EXAMPLES)
+def test_config_example_names_known_settings(name: str) -> None:
+    unknown = {variable for _, variable in example_settings(name)} - loader_variables()
+    assert unknown == set()
+
+
+@pytest.mark.parametrize("name", ENV_EXAMPLES)
+def test_config_example_names_every_setting(name: str) -> None:
+    missing = loader_variables() - {variable for _, variable in example_settings(name)}
+    assert missing == set()
+
+
+@pytest.mark.parametrize("name", ENV_EXAMPLES)
+def test_config_example_names_each_once(name: str) -> None:
+    variables = [variable for _, variable in example_settings(name)]
+    repeated = sorted({v for v in variables if variables.count(v) > 1})
+    assert repeated == []
+
+
+@pytest.mark.parametrize("name", ENV_EXAMPLES)
+def test_config_example_comments_every_setting(name: str) -> None:
+    # Each setting line follows a comment that explains it: a "#" line of
+    # prose, above it in the same paragraph.
+    lines = (CONFIG_DIR / name).read_text(encoding="utf-8").splitlines()
+    for number, variable in example_settings(name):
+        explained = False
+        for line in reversed(lines[: number - 1]):
+            if not line.strip():
+                break
+            if line.startswith("#") and not SETTING_LINE.match(line):
+                explained = True
+                break
+        assert explained, f"{name}:{number}: {variable} has no comment above it"
+
+
+def test_dev_example_loads() -> None:
+    config = load({"WEALL_ENV_FILE": str(CONFIG_DIR / "dev.env.example")})
+    assert config.mode == "dev"
+    assert config.chain_id == "weall-dev"
+    assert config.api_bind == "127.0.0.1:8000"
+
+
+@pytest.fixture
+def genesis_example_env(tmp_path: Path) -> dict[str, str]:
+    """The values of genesis.env.example, with a node key file that exists."""
+    values = load_env_file(CONFIG_DIR / "genesis.env.example")
+    key_path = tmp_path / "node.key"
+    keys.write_key_file(key_path, key_pair("@node"))
+    return {**values, "WEALL_NODE_KEY_PATH": str(key_path)}
+
+
+def test_genesis_example_settings_load(genesis_example_env: dict[str, str]) -> None:
+    config = load(genesis_example_env)
+    assert config.mode == "genesis"
+    assert config.allow_unsigned_txs is False
+    assert config.synchronous == "FULL"
+    assert config.api_bind == "127.0.0.1:8000"
+
+
+def test_genesis_example_validates(genesis_example_env: dict[str, str]) -> None:
+    from weall.bootstrap import load_genesis
+    from weall.protocol.genesis import genesis_hash
+
+    example = str(CONFIG_DIR / "genesis.example.json")
+    config = load({**genesis_example_env, "WEALL_GENESIS_PATH": example})
+    document = load_genesis(config)
+    assert document["chain_id"] == "weall-example"
+    # The params object is empty: genesis-posture defaults, as written by
+    # `weall genesis new` without --params or --dev-params.
+    assert document["params"] == {}
+    accounts = {account["id"]: account for account in document["accounts"]}
+    assert sorted(accounts) == ["@example_founder", "@example_node"]
+    assert document["producer"] == accounts["@example_node"]["pubkey"]
+    assert genesis_hash(document)
+
+
+def test_config_folder_has_no_secret() -> None:
+    for path in CONFIG_DIR.rglob("*"):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            assert "secret_key" not in text, path

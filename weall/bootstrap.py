@@ -7,6 +7,12 @@ contains the configured chain and every block the tip file records. When it
 is not, the start is rejected (``StartupError``, one line) and no file
 changes.
 
+Two nodes may start at once on one data directory, as the two supervisors of
+the Compose file do. A first start therefore runs under an exclusive lock on
+``<database>.init.lock``. Each first-start file is linked into place only if
+no file of that name exists yet, so the second start reuses the keys and
+genesis of the first.
+
 NOTE: the start-up checks find damage to the file's structure (header, size,
 b-tree pages through ``PRAGMA quick_check``) and lost blocks after the last
 one the tip file records. Bytes changed inside a row's content keep the
@@ -16,14 +22,16 @@ those.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from weall.config import Config
 from weall.errors import ProtocolError, StartupError, StorageError
@@ -41,7 +49,7 @@ from weall.storage.db import (
     tip_path,
     write_tip,
 )
-from weall.storage.lock import ProducerLock
+from weall.storage.lock import ProducerLock, is_locked
 from weall.storage.schema import SCHEMA_VERSION, current_version
 
 __all__ = ["create_database", "dev_genesis", "load_genesis", "prepare_node"]
@@ -50,6 +58,10 @@ log = logging.getLogger(__name__)
 
 DEV_FOUNDER_BALANCE = 1_000_000
 _RESTORE_HINT = RESTORE_HINT
+# How long a first start waits for another one on the same data directory.
+# A follower's first start fetches block 0 from its upstream, with retries.
+INIT_LOCK_TIMEOUT_S: Final = 300.0
+_INIT_LOCK_POLL_S: Final = 0.05
 
 
 def dev_genesis(
@@ -90,26 +102,57 @@ def _write_json_atomic(path: Path, document: dict[str, Any]) -> None:
     os.replace(temp, path)
 
 
+def _link_new_file(path: Path, write: Callable[[Path], None]) -> bool:
+    """Create ``path`` whole through ``write`` and a hard link, unless it exists.
+
+    ``write`` creates the directory if needed and fills a temporary file in
+    it. Return False, leaving ``path`` untouched, when another process
+    created ``path`` first.
+    """
+    temp = path.with_name(f".{path.name}.new{os.getpid()}")
+    try:
+        write(temp)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return False
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_directory(path.parent)
+    return True
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dev_key(path: Path, account: str) -> keys.KeyPair:
+    """Return the key in ``path``, writing a new one for ``account`` if there is none."""
+    if not path.exists():
+        key = keys.generate(account)
+        if _link_new_file(path, lambda temp: keys.write_key_file(temp, key)):
+            log.info("wrote key file path=%s account=%s", path, account)
+            return key
+    return keys.load_key_file(path)
+
+
 def _first_dev_start(config: Config) -> None:
     """Write dev keys and genesis when the data directory has none of them."""
-    founder_path = config.keys_dir / "founder.key"
-    if config.node_key_path.exists():
-        node = keys.load_key_file(config.node_key_path)
-    else:
-        node = keys.generate("@node")
-        keys.write_key_file(config.node_key_path, node)
-        log.info("wrote key file path=%s account=@node", config.node_key_path)
-    if not founder_path.exists():
-        founder = keys.generate("@founder")
-        keys.write_key_file(founder_path, founder)
-        log.info("wrote key file path=%s account=@founder", founder_path)
-    else:
-        founder = keys.load_key_file(founder_path)
+    node = _dev_key(config.node_key_path, "@node")
+    founder = _dev_key(config.keys_dir / "founder.key", "@founder")
     document = dev_genesis(node, founder, chain_id=config.chain_id)
-    _write_json_atomic(config.genesis_path, document)
-    log.info(
-        "wrote dev genesis path=%s hash=%s", config.genesis_path, genesis_hash(document)
-    )
+    if _link_new_file(
+        config.genesis_path, lambda temp: _write_json_atomic(temp, document)
+    ):
+        log.info(
+            "wrote dev genesis path=%s hash=%s",
+            config.genesis_path,
+            genesis_hash(document),
+        )
 
 
 def load_genesis(config: Config) -> dict[str, Any]:
@@ -160,16 +203,61 @@ def create_database(
             )
         state = genesis_state(document, MemoryState())
         block0 = genesis_block(document, state, node)
-        writer = Writer(config.db_path, synchronous=config.synchronous)
+        # Built under another name and linked into place whole, so that a node
+        # that starts meanwhile never opens a database without its schema.
+        _remove_unfinished_databases(config.db_path)
+        temp = config.db_path.with_name(f".{config.db_path.name}.new{os.getpid()}")
         try:
-            writer.migrate()
-            writer.initialize(document, block0)
+            writer = Writer(temp, synchronous=config.synchronous)
+            try:
+                writer.migrate()
+                writer.initialize(document, block0)
+            finally:
+                writer.close()
+            _check_folded(temp)
+            try:
+                os.link(temp, config.db_path)
+            except FileExistsError:
+                raise StartupError(
+                    f"database {config.db_path} exists; refusing to overwrite a chain"
+                ) from None
         finally:
-            writer.close()
+            _remove_database_files(temp)
+        _fsync_directory(config.db_path.parent)
         write_tip(config.db_path, 0, block0.hash, sync=True)
     finally:
         lock.release()
     log.info("created database path=%s chain=%s", config.db_path, document["chain_id"])
+
+
+def _database_files(path: Path) -> list[Path]:
+    return [path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm")]
+
+
+def _remove_database_files(path: Path) -> None:
+    for file in _database_files(path):
+        file.unlink(missing_ok=True)
+
+
+def _remove_unfinished_databases(db_path: Path) -> None:
+    """Remove databases that a crashed first start left under a temporary name."""
+    for leftover in db_path.parent.glob(f".{db_path.name}.new*"):
+        log.warning("removing unfinished database path=%s", leftover)
+        leftover.unlink(missing_ok=True)
+
+
+def _check_folded(path: Path) -> None:
+    """Raise ``StorageError`` unless every page of ``path`` is in the file itself.
+
+    Closing the last connection folds the -wal file into the database and
+    deletes it. A -wal file left behind contains pages that a link of the
+    main file alone would lose.
+    """
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StorageError(
+            f"new database {path} kept a non-empty {wal.name} after its last connection closed"
+        )
 
 
 def check_database(config: Config, document: dict[str, Any]) -> int:
@@ -266,8 +354,66 @@ def _prepare_follower(config: Config, actors: Sequence[str]) -> None:
     create_follower_database(config, document)
 
 
+@contextlib.contextmanager
+def _init_lock(config: Config) -> Iterator[None]:
+    """Hold the first-start lock of the data directory, waiting for another holder.
+
+    Raises:
+        StartupError: another process held it for ``INIT_LOCK_TIMEOUT_S``.
+    """
+    path = config.db_path.with_name(config.db_path.name + ".init.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + INIT_LOCK_TIMEOUT_S
+        waiting_logged = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StartupError(
+                        f"timed out after {INIT_LOCK_TIMEOUT_S:g} s waiting for {path}, "
+                        "which another starting node holds; stop it and start again"
+                    ) from None
+                if not waiting_logged:
+                    log.info("waiting for another first start lock=%s", path)
+                    waiting_logged = True
+                time.sleep(_INIT_LOCK_POLL_S)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _check_producer_lock(config: Config) -> None:
+    """Reject the start when a running producer or follower holds the database's lock."""
+    holder = is_locked(config.lock_path)
+    if holder is not None:
+        raise StartupError(
+            f"another producer (pid {holder}) holds {config.lock_path}; only one "
+            f"producer or follower may write {config.db_path}: stop it first, or "
+            "leave the producer out of --actors"
+        )
+
+
 def prepare_node(config: Config, actors: Sequence[str]) -> None:
-    """Run every check and first-start step before the supervisor spawns ``actors``."""
+    """Run every check and first-start step before the supervisor spawns ``actors``.
+
+    Raises:
+        StartupError: the start is rejected; the message is one line.
+    """
+    if "producer" in actors or "follower" in actors:
+        _check_producer_lock(config)
+    if config.db_path.exists():
+        _prepare(config, actors)
+        return
+    with _init_lock(config):
+        # Another node may have finished its first start while this one waited.
+        _prepare(config, actors)
+
+
+def _prepare(config: Config, actors: Sequence[str]) -> None:
     first_start = not config.db_path.exists()
     if first_start:
         _check_leftovers(config)

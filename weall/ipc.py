@@ -130,17 +130,21 @@ async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.debug("ipc peer gone before answer id=%s", request_id)
 
-    try:
-        async with stream, trio.open_nursery() as nursery:
+    # The errors are caught inside the nursery, because raised from its body
+    # they would leave it wrapped in an ExceptionGroup and end the whole
+    # server. A peer that dies with responses unread makes the next read fail
+    # with ECONNRESET.
+    async with stream, trio.open_nursery() as nursery:
+        try:
             while True:
                 request = await read_frame(stream)
                 if request is None:
                     return
                 nursery.start_soon(answer, request)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, IpcError) as exc:
-        log.debug("ipc connection ended: %s", exc)
-    except orjson.JSONDecodeError as exc:
-        log.warning("ipc peer sent invalid JSON: %s", exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, IpcError) as exc:
+            log.debug("ipc connection ended: %s", exc)
+        except orjson.JSONDecodeError as exc:
+            log.warning("ipc peer sent invalid JSON: %s", exc)
 
 
 class IpcClient:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -87,11 +88,22 @@ def test_node_end_to_end(tmp_path: Path) -> None:
         assert account["poh_tier"] == 0
         assert account["next_nonce"] == 2
 
-        # Its post attempt is rejected by the tier gate.
+        # Its post attempt is rejected by the tier gate, with 403.
         attempt = node.tx("post", "too early", key=str(alice), wait=False)
         assert attempt.returncode == 1
         error = json.loads(attempt.stderr.strip().splitlines()[-1])
         assert error["error"]["code"] == "tier_required"
+        alice_post = build_envelope(
+            keys.load_key_file(alice),
+            chain_id="weall-dev",
+            tx_type="CONTENT_POST_CREATE",
+            signer="@alice",
+            nonce=2,
+            payload={"body": "too early"},
+        )
+        rejected = node.post("/v1/tx/submit", json=alice_post)
+        assert rejected.status_code == 403
+        assert rejected.json()["error"]["code"] == "tier_required"
 
         # A transfer is rejected by the economics lock.
         transfer = node.tx("transfer", "@alice", "5", wait=False)
@@ -103,6 +115,7 @@ def test_node_end_to_end(tmp_path: Path) -> None:
         # A replayed envelope is a duplicate; one for another chain is rejected.
         founder_key = keys.load_key_file(data / "keys/founder.key")
         next_nonce = node.get("/v1/accounts/@founder").json()["next_nonce"]
+        height_before = node.get("/v1/chain/head").json()["height"]
         envelope = build_envelope(
             founder_key,
             chain_id="weall-dev",
@@ -128,15 +141,17 @@ def test_node_end_to_end(tmp_path: Path) -> None:
         assert wrong.status_code == 400
         assert wrong.json()["error"]["code"] == "wrong_chain"
 
-        # The posts appear in the feed and the height grows.
-        height_before = node.get("/v1/chain/head").json()["height"]
+        # The posts appear in the feed and the height grows: the block that
+        # commits the second post comes after the head read before it.
         tx_id = first.json()["tx_id"]
         _wait_for(lambda: node.get(f"/v1/tx/{tx_id}").json()["status"] == "committed")
         feed = node.get("/v1/feed").json()["items"]
         bodies = [item["body"] for item in feed]
         assert "second post" in bodies
         assert "hello from the founder" in bodies
-        assert node.get("/v1/chain/head").json()["height"] > height_before - 1
+        committed_at = node.get(f"/v1/tx/{tx_id}").json()["height"]
+        assert committed_at > height_before
+        assert node.get("/v1/chain/head").json()["height"] > height_before
         assert (
             node.get("/v1/accounts/@founder/posts").json()["items"][0]["body"]
             == "second post"
@@ -214,7 +229,9 @@ def test_killed_actor_restarts_alone(tmp_path: Path) -> None:
 
 
 def test_only_producer_writes(tmp_path: Path) -> None:
-    with running_node(tmp_path) as node:
+    # A backup every second makes the checkpointer open the database too.
+    env = {"WEALL_BACKUP_INTERVAL_S": "1"}
+    with running_node(tmp_path, env=env) as node:
         db = (tmp_path / "data" / "weall.db").resolve()
         node.tx("post", "make every actor read")
         pids = node.actor_pids()
@@ -225,19 +242,79 @@ def test_only_producer_writes(tmp_path: Path) -> None:
             flags = _wait_for(lambda name=name: _open_flags(pids[name], db))
             assert all(f & os.O_ACCMODE == os.O_RDONLY for f in flags), name
 
+        # The checkpointer requests checkpoints from the producer and opens the
+        # database only while it takes a backup, so its descriptors are
+        # sampled across several backups until one is seen open. SQLite opens
+        # the -wal file read-write even for a read-only connection, so the
+        # main file's flags are the connection's mode.
+        seen: list[int] = []
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline or not seen:
+            seen.extend(_open_flags(pids["checkpointer"], db))
+            assert time.monotonic() < deadline + 20.0, "checkpointer never read"
+            time.sleep(0.002)
+        writable = [f for f in seen if f & os.O_ACCMODE != os.O_RDONLY]
+        assert writable == [], f"checkpointer opened the database writable: {seen}"
+        assert list((tmp_path / "data" / "backups").glob("*"))
+        assert node.actor_pids()["checkpointer"] == pids["checkpointer"]
+
+
+def _file_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
 
 def test_refuses_other_chain_id(tmp_path: Path) -> None:
     with running_node(tmp_path):
         pass
-    before = (tmp_path / "data" / "weall.db").read_bytes()
-    node = Node(tmp_path, env={"WEALL_CHAIN_ID": "weall-other"})
-    node.start()
+    data = tmp_path / "data"
+    before = _file_hashes(data)
+    node = Node(tmp_path, env={"WEALL_CHAIN_ID": "weall-other"}, log_name="refused.log")
+    node.start(stderr_path=tmp_path / "refused.stderr")
     assert node.process is not None
     code = node.process.wait(30)
-    assert code != 0
-    lines = [line for line in node.log().splitlines() if "weall-other" in line]
-    assert lines, node.log()
-    assert (tmp_path / "data" / "weall.db").read_bytes() == before
+    assert code == 78
+    lines = (tmp_path / "refused.stderr").read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("weall supervise: ")
+    assert "'weall-other'" in lines[0]
+    assert "spawned actor=" not in node.log()
+    assert _file_hashes(data) == before
+
+
+def test_second_producer_refused(tmp_path: Path) -> None:
+    with running_node(tmp_path) as node:
+        producer = node.actor_pids()["producer"]
+        # Its own control socket, as the second service of a Compose file has,
+        # so only the producer lock is left to stop it.
+        second = Node(
+            tmp_path,
+            args=["--actors", "producer"],
+            env={"WEALL_CONTROL_SOCKET": str(node.run_dir / "second.sock")},
+            run_dir=node.run_dir,
+            log_name="second.log",
+        )
+        begun = time.monotonic()
+        second.start(stderr_path=tmp_path / "second.stderr")
+        assert second.process is not None
+        code = second.process.wait(60)
+        elapsed = time.monotonic() - begun
+        assert code == 78
+        lines = (tmp_path / "second.stderr").read_text().splitlines()
+        assert lines == [
+            f"weall supervise: another producer (pid {producer}) holds "
+            "data/weall.db.lock; only one producer or follower may write "
+            "data/weall.db: stop it first, or leave the producer out of --actors"
+        ]
+        assert "spawned actor=" not in second.log()
+        # Refused at start-up, not after rounds of restarts with backoff.
+        assert elapsed < 30.0
+        assert node.actor_pids()["producer"] == producer
+        posted = node.tx("post", "still the only producer")
+        assert posted.returncode == 0, posted.stderr
 
 
 def test_port_binds_all_interfaces(tmp_path: Path) -> None:

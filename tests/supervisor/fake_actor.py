@@ -12,6 +12,8 @@ crash_after
     ready, then raises after ``FAKE_CRASH_AFTER_S``
 startup_error
     raises ``StartupError`` before ready (exit code 78)
+startup_error_after
+    ready, then raises ``StartupError`` after ``FAKE_CRASH_AFTER_S`` (exit code 78)
 slow_start
     waits ``FAKE_START_DELAY_S`` before it reports ready
 never_ready
@@ -92,6 +94,9 @@ async def _serve(mode: str) -> None:
     if mode == "crash_after":
         await trio.sleep(_seconds("FAKE_CRASH_AFTER_S", 0.1))
         raise RuntimeError(f"{NAME} crashed after start on purpose")
+    if mode == "startup_error_after":
+        await trio.sleep(_seconds("FAKE_CRASH_AFTER_S", 0.1))
+        raise StartupError(f"{NAME} lost its database lock to another producer")
     if mode == "hang":
         await trio.sleep(_seconds("FAKE_HANG_AFTER_S", 0.0))
         # Blocking the event loop on purpose: no task runs, no heartbeat goes out.

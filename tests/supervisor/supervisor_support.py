@@ -6,9 +6,13 @@ import contextlib
 import os
 import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import trio
+
+from weall.supervisor._status_file import read_status_file
 
 HERE = Path(__file__).parent
 HARNESS = HERE / "harness.py"
@@ -143,3 +147,32 @@ def process_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def wait_status_file(
+    run_dir: Path,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    """Return the status file's entries once ``predicate`` is true for them.
+
+    The supervisor writes the file in a worker thread after each change, so
+    it may lag a log line by a few milliseconds.
+    """
+    with trio.move_on_after(timeout_s):
+        while True:
+            entries = read_status_file(run_dir)
+            if predicate(entries):
+                return entries
+            await trio.sleep(0.02)
+    raise AssertionError(
+        f"status file did not reach the expected state within {timeout_s} s: "
+        f"{read_status_file(run_dir)}"
+    )
+
+
+def all_running(*names: str) -> Callable[[dict[str, Any]], bool]:
+    """Return a predicate that is true when every actor in ``names`` is running."""
+    return lambda entries: all(
+        entries.get(name, {}).get("state") == "running" for name in names
+    )

@@ -173,7 +173,9 @@ async def test_actor_cancelled_after_grace(run_dir: Path) -> None:
         actor.process.send_signal(signal.SIGTERM)
         assert await actor.wait_exit() == 0
         elapsed = trio.current_time() - begun
-    assert 0.3 <= elapsed < 3.0
+    # The drain would take 30 s; the grace of 0.3 s cuts it short.
+    assert elapsed >= 0.3
+    assert elapsed < 10.0
     assert "run() did not return within grace_s=0.3, cancelled" in actor.stderr
 
 
@@ -187,7 +189,8 @@ async def test_actor_second_signal_cancels_at_once(run_dir: Path) -> None:
         begun = trio.current_time()
         actor.process.send_signal(signal.SIGTERM)
         assert await actor.wait_exit() == 0
-        assert trio.current_time() - begun < 2.0
+        # Well below the grace of 20 s that it would wait out otherwise.
+        assert trio.current_time() - begun < 10.0
     assert "second signal=SIGTERM, cancelling at once" in actor.stderr
 
 

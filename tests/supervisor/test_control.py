@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import signal
 import sys
 
 import orjson
 import pytest
-from supervisor_support import process_alive
+from supervisor_support import all_running, process_alive, wait_status_file
 
 from weall.actors.cli import DRAIN_GRACE_S
 from weall.config import Config
@@ -68,8 +70,8 @@ async def test_cli_status_restart_stop(start_node, cli) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("status",), ("restart", "api"), ("stop",)],
-    ids=["status", "restart", "stop"],
+    [("status",), ("status", "--check"), ("restart", "api"), ("stop",)],
+    ids=["status", "status-check", "restart", "stop"],
 )
 async def test_cli_without_supervisor_fails(cli, args: tuple[str, ...]) -> None:
     result = await cli(*args)
@@ -115,7 +117,7 @@ async def test_status_file_follows_states(start_node, run_dir) -> None:
     node = await start_node("producer,api")
     await node.wait_for("all actors started")
     pids = node.pids()
-    entries = read_status_file(run_dir)
+    entries = await wait_status_file(run_dir, all_running("producer", "api"))
     assert entries["other"] == {"state": "running", "pid": 1}
     for name in ("producer", "api"):
         entry = entries[name]
@@ -282,5 +284,71 @@ async def test_cli_restart_starts_exited_actor(start_node, cli) -> None:
     assert result.returncode == 0, result.stderr
     assert node.pids()["api"] != first_pid
     await node.wait_for(r"exited actor=api ", start=first_exit + 1)
+    node.send_signal(signal.SIGTERM)
+    assert await node.wait_exit() == 0
+
+
+async def test_status_check_needs_every_actor_running(start_node, cli) -> None:
+    # A backoff of 4 s to 5 s keeps the killed actor out of the running state.
+    node = await start_node(
+        "producer,api", HARNESS_BACKOFF_BASE_S="5", HARNESS_BACKOFF_CAP_S="5"
+    )
+    await node.wait_for("all actors started")
+    healthy = await cli("status", "--check")
+    assert healthy.returncode == 0, healthy.stderr
+    assert healthy.stderr == b""
+
+    mark = len(node.lines)
+    os.kill(node.pids()["api"], signal.SIGKILL)
+    await node.wait_for(r"restarting actor=api ", start=mark)
+    unhealthy = await cli("status", "--check")
+    assert unhealthy.returncode == 1
+    assert unhealthy.stderr.decode() == "weall status: not healthy: api backoff\n"
+    table = unhealthy.stdout.decode().splitlines()
+    assert table[3].split()[:2] == ["api", "backoff"]
+    plain = await cli("status")
+    assert plain.returncode == 0
+
+    await node.wait_for(r"running actor=api ", start=mark, timeout_s=15)
+    again = await cli("status", "--check")
+    assert again.returncode == 0, again.stderr
+    node.send_signal(signal.SIGTERM)
+    assert await node.wait_exit() == 0
+
+
+async def test_status_file_lock_does_not_block(start_node, run_dir, cli) -> None:
+    # The test holds the status file's lock, as a stuck process might.
+    lock_fd = os.open(run_dir / "actors.json.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    try:
+        node = await start_node("producer,api")
+        await node.wait_for("all actors started")
+        status = await cli("status", "--check")
+        assert status.returncode == 0, status.stderr
+
+        before = node.pids()
+        mark = len(node.lines)
+        os.kill(before["api"], signal.SIGKILL)
+        await node.wait_for(r"running actor=api ", start=mark)
+        failed = node.lines[await node.wait_for(r"status file write failed")]
+        assert " ERROR " in failed
+        assert "timed out" in failed
+        assert not (run_dir / "actors.json").exists()
+    finally:
+        os.close(lock_fd)
+
+    after = node.pids()
+    assert after["api"] != before["api"]
+    entries = await wait_status_file(
+        run_dir,
+        lambda e: (
+            e.get("api", {}).get("pid") == after["api"]
+            and e["api"]["state"] == "running"
+            and e.get("producer", {}).get("state") == "running"
+        ),
+    )
+    assert entries["producer"]["pid"] == after["producer"]
+    await node.wait_for(r"status file write recovered")
+    assert node.count(r"status file write failed") == 1
     node.send_signal(signal.SIGTERM)
     assert await node.wait_exit() == 0

@@ -61,14 +61,9 @@ def test_compose_defines_two_containers(compose: dict[str, Any]) -> None:
         assert service["container_name"] == name
 
 
-@pytest.mark.parametrize(
-    ("service", "actors"),
-    [("weall_producer", "producer,checkpointer,pinner,healer"), ("weall_api", "api")],
-    ids=["producer", "api"],
-)
-def test_compose_commands(compose: dict[str, Any], service: str, actors: str) -> None:
-    command = compose["services"][service]["command"]
-    assert command == ["weall", "supervise", "--actors", actors]
+def test_compose_healthcheck_checks_actors(compose: dict[str, Any]) -> None:
+    for service in compose["services"].values():
+        assert service["healthcheck"]["test"] == ["CMD", "weall", "status", "--check"]
 
 
 def test_compose_shared_settings(compose: dict[str, Any]) -> None:
@@ -132,6 +127,7 @@ def test_dockerfile_runs_as_non_root() -> None:
     assert re.search(r"^USER weall", text, re.MULTILINE)
     assert 'VOLUME ["/app/data"]' in text
     assert 'CMD ["weall", "supervise"]' in text
+    assert 'CMD ["weall", "status", "--check"]' in text
 
 
 def test_nginx_proxies_to_loopback_api() -> None:

@@ -43,7 +43,11 @@ async def test_start_in_order_stop_in_reverse(
     node.send_signal(signum)
     assert await node.wait_exit() == 0
     stop_s = trio.current_time() - begun
-    assert stop_s < 5.0
+    # Every actor drains at once, so no grace may expire. The bound leaves room
+    # for five interpreters to exit on a loaded machine and stays below the
+    # 10 s that five expired graces of 2 s would take.
+    assert node.count("SIGKILL") == 0
+    assert stop_s < 9.0
 
     stopped = [
         node.index_of(rf"supervisor \| .* stopped actor={name} ") for name in ORDER
@@ -120,7 +124,9 @@ async def test_killed_actor_restarted_alone(start_node) -> None:
     warning = node.lines[node.index_of(r"exited unexpectedly actor=checkpointer", mark)]
     assert " WARNING " in warning
     assert "signal=SIGKILL" in warning
-    assert latency < 2.0
+    # A backoff of at most 0.05 s, then the start of a Python process; 10 s
+    # leaves margin for a loaded machine.
+    assert latency < 10.0
 
 
 async def test_budget_exhausted_gives_up(start_node) -> None:
@@ -186,14 +192,41 @@ async def test_startup_crash_leaves_others_running(start_node) -> None:
     assert await node.wait_exit() == 0
 
 
-async def test_startup_error_counts_as_failure(start_node) -> None:
+async def test_config_exit_stops_node(start_node) -> None:
     node = await start_node(
-        "producer,api", FAKE_MODE_API="startup_error", WEALL_RESTART_MAX="1"
+        "producer,api", FAKE_MODE_API="startup_error", WEALL_RESTART_MAX="5"
     )
-    assert await node.wait_exit() == 1
-    assert "last exit: exit code 78" in node.stderr
+    assert await node.wait_exit() == 78
+    assert node.stderr.splitlines() == [
+        "weall supervise: actor api failed with exit code 78 (invalid settings or a "
+        "rejected start) and was not restarted: api refuses to start: schema version "
+        "99 is newer than this binary"
+    ]
+    assert node.count(r"spawned actor=api ") == 1
     assert node.count(r"spawned actor=producer ") == 1
-    assert node.count(r"api \| .*startup failed: api refuses to start") == 2
+    assert node.count(r"restarting actor=") == 0
+    failed = node.index_of(r"ERROR .*actor failed with invalid settings .*actor=api ")
+    assert node.index_of(r"stopped actor=producer ") > failed
+
+
+async def test_config_exit_after_ready_stops_node(start_node) -> None:
+    node = await start_node(
+        "producer,api",
+        FAKE_MODE_PRODUCER="startup_error_after",
+        FAKE_CRASH_AFTER_S="0.3",
+    )
+    await node.wait_for("all actors started")
+    assert await node.wait_exit() == 78
+    lines = node.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "weall supervise: actor producer failed with exit code 78 "
+    )
+    assert lines[0].endswith(": producer lost its database lock to another producer")
+    assert node.count(r"spawned actor=producer ") == 1
+    assert node.count(r"spawned actor=api ") == 1
+    # The api was stopped in order, not killed.
+    assert node.count(r"stopped actor=api .* code=0 ") == 1
 
 
 async def test_stopped_process_killed_after_heartbeat_timeout(start_node) -> None:
@@ -209,9 +242,12 @@ async def test_stopped_process_killed_after_heartbeat_timeout(start_node) -> Non
     after = node.pids()
     assert after["producer"] != before["producer"]
     assert after["api"] == before["api"]
-    # WEALL_HEARTBEAT_TIMEOUT_S is 1.0: detection comes at most one timeout
-    # after the last heartbeat, which was at most one interval (0.1 s) ago.
-    assert 0.8 <= detected <= 1.6
+    # WEALL_HEARTBEAT_TIMEOUT_S is 1.0 and the interval 0.1, so detection comes
+    # between 0.9 s and 1.1 s after SIGSTOP, plus scheduling delays. The lower
+    # bound shows the timeout is not cut short. The upper one allows 2.9 s of
+    # delay on a loaded machine and still fails if the timeout is not applied.
+    assert detected >= 0.8
+    assert detected <= 4.0
     assert not process_alive(before["producer"])
 
 
@@ -250,7 +286,9 @@ async def test_ignored_sigterm_escalates_to_sigkill(start_node) -> None:
     begun = trio.current_time()
     node.send_signal(signal.SIGTERM)
     assert await node.wait_exit() == 0
-    assert trio.current_time() - begun < 3.0
+    # The grace is 0.5 s; without the SIGKILL the stop would last until the
+    # stop timeout of 27 s.
+    assert trio.current_time() - begun < 10.0
     warning = node.lines[node.index_of(r"grace expired, sending SIGKILL actor=api")]
     assert " WARNING " in warning
     assert node.index_of(r"stopping actor=producer ") > node.index_of(
@@ -270,7 +308,8 @@ async def test_second_signal_hurries_stop(start_node) -> None:
     begun = trio.current_time()
     node.send_signal(signal.SIGTERM)
     assert await node.wait_exit() == 0
-    assert trio.current_time() - begun < 2.0
+    # Well below the api's grace of 20 s, which it would wait out otherwise.
+    assert trio.current_time() - begun < 10.0
     assert node.count(r"hurrying stop reason=second signal SIGTERM") == 1
     assert node.count(r"killing at once actor=api ") == 1
 
@@ -286,7 +325,8 @@ async def test_stop_timeout_bounds_whole_stop(start_node) -> None:
     begun = trio.current_time()
     node.send_signal(signal.SIGTERM)
     assert await node.wait_exit() == 0
-    assert trio.current_time() - begun < 2.5
+    # Three graces of 5 s would take 15 s; the stop timeout cuts it to 1 s.
+    assert trio.current_time() - begun < 8.0
     assert node.count(r"grace expired, sending SIGKILL") == 3
 
 
@@ -362,13 +402,39 @@ async def test_spawn_failure_counts_as_failure(start_node, run_dir) -> None:
     assert "last exit: not started (spawn failed: " in lines[0]
 
 
-async def test_quick_repeated_signal_ignored(start_node) -> None:
+# A platform may repeat its SIGTERM. A process manager that gets Ctrl-C sends
+# SIGTERM, and the terminal's SIGINT may reach the supervisor too. Either way
+# one request arrives twice.
+@pytest.mark.parametrize(
+    "second", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"]
+)
+async def test_quick_repeated_signal_ignored(
+    start_node, second: signal.Signals
+) -> None:
     node = await start_node("producer,api", FAKE_DRAIN_S="0.3")
     await node.wait_for("all actors started")
     node.send_signal(signal.SIGTERM)
     await node.wait_for(r"stopping node reason=signal SIGTERM")
-    node.send_signal(signal.SIGTERM)
+    node.send_signal(second)
     assert await node.wait_exit() == 0
-    assert node.count(r"ignoring repeated signal=SIGTERM while stopping") == 1
+    assert node.count(rf"ignoring repeated signal={second.name} while stopping") == 1
     assert node.count(r"hurrying stop") == 0
     assert node.count(r"SIGKILL") == 0
+
+
+async def test_second_sigint_hurries_at_once(start_node) -> None:
+    # A terminal delivers each Ctrl-C once, so a quick second one is meant.
+    node = await start_node(
+        "producer,api", FAKE_MODE_API="ignore_sigterm", HARNESS_GRACE_S="20"
+    )
+    await node.wait_for("all actors started")
+    node.send_signal(signal.SIGINT)
+    await node.wait_for(r"stopping actor=api ")
+    begun = trio.current_time()
+    node.send_signal(signal.SIGINT)
+    assert await node.wait_exit() == 0
+    # Well below the api's grace of 20 s.
+    assert trio.current_time() - begun < 10.0
+    assert node.count(r"hurrying stop reason=second signal SIGINT") == 1
+    assert node.count(r"killing at once actor=api ") == 1
+    assert node.count(r"ignoring repeated signal") == 0

@@ -12,6 +12,9 @@ supervisor passes in ``WEALL_ACTOR_STATUS_FD``. Each report is one JSON line:
     task, so it also stops when sync code blocks the event loop.
 ``{"event": "stopping"}``
     the actor received SIGTERM or SIGINT, or ``run`` returned.
+``{"event": "failed", "message": "..."}``
+    ``run`` raised ``StartupError`` or ``ConfigError``; the message is the
+    error's one line. The exit code 78 follows.
 
 Without ``WEALL_ACTOR_STATUS_FD`` (``weall actor NAME`` by hand) the actor
 only logs. When the supervisor goes away, the next write to the pipe fails
@@ -104,11 +107,11 @@ class _StatusChannel:
     def connected(self) -> bool:
         return self._stream is not None
 
-    async def send(self, event: str) -> bool:
+    async def send(self, event: str, **fields: str) -> bool:
         """Send one event; return False when there is no supervisor to send to."""
         if self._stream is None:
             return False
-        line = orjson.dumps({"event": event}) + b"\n"
+        line = orjson.dumps({"event": event, **fields}) + b"\n"
         async with self._lock:
             if self._stream is None:
                 return False
@@ -178,12 +181,16 @@ class _Runtime:
             await services.start(self._handle_signals)
             services.start_soon(self._send_heartbeats)
             with self.run_scope:
-                async with trio.open_nursery() as actor_nursery:
-                    await actor_nursery.start(run, self.config)
-                    self.log.info(
-                        "ready start_s=%.3f", time.monotonic() - self.started_at
-                    )
-                    await self.status.send("ready")
+                try:
+                    async with trio.open_nursery() as actor_nursery:
+                        await actor_nursery.start(run, self.config)
+                        self.log.info(
+                            "ready start_s=%.3f", time.monotonic() - self.started_at
+                        )
+                        await self.status.send("ready")
+                except BaseException as exc:
+                    await self._report_failure(exc)
+                    raise
             if self.run_scope.cancelled_caught and not self.hurried:
                 self.log.warning(
                     "run() did not return within grace_s=%s, cancelled", self.grace_s
@@ -194,6 +201,17 @@ class _Runtime:
                 await self._report_stopping()
             await self.status.aclose_after_sends(_FINAL_REPORT_S)
             services.cancel_scope.cancel()
+
+    async def _report_failure(self, exc: BaseException) -> None:
+        """Send the message of a rejected start, so the supervisor can show it."""
+        failure = _config_failure(exc)
+        if failure is None:
+            return
+        message = " ".join(str(failure).split())
+        # Shielded, because the failure may come while run() is being cancelled.
+        with trio.move_on_after(_FINAL_REPORT_S) as scope:
+            scope.shield = True
+            await self.status.send("failed", message=message)
 
     async def _report_stopping(self) -> None:
         """Send the stopping event once, whichever of the signal or the exit comes first."""
@@ -253,15 +271,23 @@ def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+def _config_failure(exc: BaseException) -> BaseException | None:
+    """Return the ``StartupError`` or ``ConfigError`` inside ``exc``, if any."""
+    for leaf in _leaf_exceptions(exc):
+        if isinstance(leaf, (StartupError, ConfigError)):
+            return leaf
+    return None
+
+
 def _exit_code_for(exc: BaseException, log: logging.Logger) -> int:
     """Log a failure of ``trio.run`` according to its kind and return the exit code."""
+    failure = _config_failure(exc)
+    if failure is not None:
+        log.error("startup failed: %s", failure)
+        return EXIT_CONFIG
     leaves = [
         leaf for leaf in _leaf_exceptions(exc) if not isinstance(leaf, trio.Cancelled)
     ]
-    for leaf in leaves:
-        if isinstance(leaf, (StartupError, ConfigError)):
-            log.error("startup failed: %s", leaf)
-            return EXIT_CONFIG
     for leaf in leaves:
         if isinstance(leaf, SystemExit):
             return leaf.code if isinstance(leaf.code, int) else EXIT_FAILURE

@@ -3,12 +3,19 @@
 Reads go through read-only connections in short transactions; submissions
 are forwarded to the producer over its socket. No route changes state except
 by forwarding a signed transaction.
+
+On SIGTERM hypercorn stops accepting connections, lets the requests in flight
+finish for up to ``DRAIN_TIMEOUT_S`` and closes each connection after its
+response. It closes idle keep-alive connections at once, through the idle
+timer that it starts after each response; ``FinalSendShield`` keeps that
+timer from being lost.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from typing import TYPE_CHECKING, Final, cast
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -16,16 +23,54 @@ from hypercorn.trio import serve
 
 from weall import ipc
 from weall.actors._base import stop_event
+from weall.actors.cli import DRAIN_GRACE_S
 from weall.api.app import create_app
-from weall.api.limits import apply_connection_limits
+from weall.api.limits import AsgiApp, Message, Receive, Send, apply_connection_limits
 from weall.config import Config
 from weall.errors import StartupError
 
-__all__ = ["run"]
+if TYPE_CHECKING:
+    from hypercorn.typing import Framework
+
+__all__ = ["DRAIN_TIMEOUT_S", "FinalSendShield", "run"]
 
 log = logging.getLogger(__name__)
 
-DRAIN_TIMEOUT_S = 10.0
+# Hypercorn cancels requests still running this long after the stop signal.
+# It is one second shorter than the actor's grace, so that run() returns by
+# itself and the grace never has to cancel it.
+DRAIN_TIMEOUT_S: Final = DRAIN_GRACE_S["api"] - 1.0
+
+
+class FinalSendShield:
+    """ASGI middleware that shields the last body message of each response.
+
+    Hypercorn (0.18) starts a connection's keep-alive idle timer from inside
+    the ``send`` of the last body message. Quart-trio cancels its request
+    scope as soon as hypercorn reports the request done, which happens during
+    that same ``send``, so the timer's start was cancelled. The connection
+    then had no idle timer: it stayed open for ``read_timeout`` and held each
+    stop for the full ``graceful_timeout``.
+    """
+
+    def __init__(self, app: AsgiApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_last_shielded(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get(
+                "more_body", False
+            ):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await self.app(scope, receive, send_last_shielded)
 
 
 def hypercorn_config(config: Config) -> HypercornConfig:
@@ -70,10 +115,11 @@ async def run(
         async with trio.open_nursery() as nursery:
             binds: list[str] = await nursery.start(
                 lambda task_status: serve(
-                    app,
+                    cast("Framework", FinalSendShield(cast(AsgiApp, app))),
                     hconfig,
                     shutdown_trigger=stop_event().wait,
                     task_status=task_status,
+                    mode="asgi",
                 )
             )
             log.info("api listening on %s", ", ".join(binds))

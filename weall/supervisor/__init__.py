@@ -17,10 +17,16 @@ from weall.supervisor.state import (
     InvalidTransition,
     check_transition,
 )
-from weall.supervisor.supervisor import GaveUpError, Supervisor, SupervisorStatistics
+from weall.supervisor.supervisor import (
+    ActorConfigError,
+    GaveUpError,
+    Supervisor,
+    SupervisorStatistics,
+)
 
 __all__ = [
     "TRANSITIONS",
+    "ActorConfigError",
     "ActorSpec",
     "ActorState",
     "ActorStatus",

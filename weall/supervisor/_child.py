@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 import trio
 
-from weall.actors._base import STATUS_FD_ENV
+from weall.actors._base import EXIT_CONFIG, STATUS_FD_ENV
 from weall.supervisor._output import OutputSink, pump_lines
 from weall.supervisor._restart import RestartBudget, backoff_delay
 from weall.supervisor.spec import ActorSpec, RestartPolicy
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 _DRAIN_S: Final = 1.0
 # Malformed status lines logged per process; the rest are only counted.
 _MAX_BAD_STATUS_LOGS: Final = 3
+# Characters kept of the message of a "failed" status event.
+_MAX_FAILURE_MESSAGE: Final = 1000
 
 
 @dataclass(frozen=True)
@@ -119,8 +121,11 @@ class ActorRunner:
     """Run one actor spec for as long as the supervisor wants it running.
 
     ``run_loop`` spawns the process and starts it again after each exit, as
-    the restart type and the restart budget allow. ``stop`` and ``restart``
-    come from the supervisor, which owns the nursery that runs the loop.
+    the restart type and the restart budget allow. An exit with code 78
+    (``EX_CONFIG``: invalid settings or a rejected start) is never followed by
+    a restart, because the next start would fail the same way. It calls
+    ``on_config_exit`` instead. ``stop`` and ``restart`` come from the
+    supervisor, which owns the nursery that runs the loop.
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class ActorRunner:
         *,
         on_change: Callable[[], None],
         on_give_up: Callable[[ActorRunner, ExitStatus], None],
+        on_config_exit: Callable[[ActorRunner, ExitStatus], None],
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -140,10 +146,13 @@ class ActorRunner:
         self._sink = sink
         self._on_change = on_change
         self._on_give_up = on_give_up
+        self._on_config_exit = on_config_exit
         self.state = ActorState.STOPPED
         self.process: trio.Process | None = None
         self.restarts = 0
         self.last_exit: ExitStatus | None = None
+        # The message of the last "failed" status event of the current process.
+        self.failure_message: str | None = None
         self._budget = RestartBudget(policy)
         self._failures = 0
         self._spawned_at = 0.0
@@ -275,6 +284,10 @@ class ActorRunner:
             self._set_state(ActorState.STOPPED)  # STOPPING -> STOPPED
             self.restarts += 1
             return True
+        if status.code == EXIT_CONFIG:
+            self._set_state(ActorState.FATAL)  # RUNNING/STARTING -> FATAL
+            self._on_config_exit(self, status)
+            return False
         if not self.spec.restart.restarts_after(status.returncode):
             self._set_state(ActorState.EXITED)  # RUNNING/STARTING -> EXITED
             return False
@@ -339,6 +352,7 @@ class ActorRunner:
         self._ready = trio.Event()
         self._ready_at = None
         self._kill_reason = None
+        self.failure_message = None
         self._exited = False
         self._reported_stopping = False
         self._bad_status_lines = 0
@@ -425,9 +439,6 @@ class ActorRunner:
             await pump_lines(stream, self._on_status_lines)
 
     def _on_status_lines(self, lines: list[str]) -> None:
-        if self._exited:
-            # Events still in the pipe after the exit describe a dead process.
-            return
         for line in lines:
             try:
                 message = orjson.loads(line)
@@ -438,6 +449,16 @@ class ActorRunner:
                     log.warning(
                         "invalid status line actor=%s line=%.200r", self.name, line
                     )
+                continue
+            if event == "failed":
+                # Kept even after the exit: it explains the exit code.
+                self.failure_message = str(message.get("message"))[
+                    :_MAX_FAILURE_MESSAGE
+                ]
+                continue
+            if self._exited:
+                # Other events still in the pipe after the exit describe a
+                # dead process.
                 continue
             self._last_beat = trio.current_time()
             if event == "ready":

@@ -23,7 +23,7 @@ from weall.config import (
 from weall.errors import ConfigError, StartupError, WeallError
 from weall.supervisor.control import call_supervisor, wait_supervisor_gone
 from weall.supervisor.spec import ActorSpec, RestartPolicy, RestartType
-from weall.supervisor.supervisor import GaveUpError, Supervisor
+from weall.supervisor.supervisor import ActorConfigError, GaveUpError, Supervisor
 
 __all__ = [
     "build_specs",
@@ -31,6 +31,7 @@ __all__ = [
     "register",
     "resolve_actors",
     "run_supervisor",
+    "unhealthy",
 ]
 
 EXIT_CONFIG: Final = 78
@@ -115,8 +116,9 @@ def run_supervisor(
     """Supervise ``specs`` until the node stops and return the exit code.
 
     Returns 0 after a requested stop, 1 after giving up on an actor, and 78
-    when another supervisor has locked the control socket. Logging goes to stdout
-    with the actors' output, as the supervisor's own actor ``supervisor``.
+    when another supervisor has locked the control socket or an actor exited
+    with code 78. Logging goes to stdout with the actors' output, as the
+    supervisor's own actor ``supervisor``.
     """
     logs.setup(
         "supervisor",
@@ -128,7 +130,7 @@ def run_supervisor(
     supervisor = Supervisor(specs, config, policy=policy)
     try:
         trio.run(supervisor.run)
-    except StartupError as exc:
+    except (StartupError, ActorConfigError) as exc:
         print(f"weall supervise: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except GaveUpError as exc:
@@ -172,7 +174,23 @@ def _status_command(args: argparse.Namespace) -> int:
         print(orjson.dumps(reply, option=orjson.OPT_INDENT_2).decode())
     else:
         print(format_status_table(reply))
+    if args.check:
+        problems = unhealthy(reply)
+        if problems:
+            print(f"weall status: not healthy: {', '.join(problems)}", file=sys.stderr)
+            return 1
     return 0
+
+
+def unhealthy(reply: Mapping[str, Any]) -> list[str]:
+    """List the supervisor and actors of a status reply that are not running."""
+    problems = []
+    if reply["state"] != "running":
+        problems.append(f"supervisor {reply['state']}")
+    for actor in reply["actors"]:
+        if actor["state"] != "running":
+            problems.append(f"{actor['name']} {actor['state']}")
+    return problems
 
 
 def _restart_command(args: argparse.Namespace) -> int:
@@ -278,9 +296,10 @@ def _register_supervise(subparsers: argparse._SubParsersAction[Any]) -> None:
         description=(
             "Start the actors in order (the producer or follower first, the api last), "
             "restart any that dies or stops sending heartbeats, and stop them in "
-            "reverse order on SIGTERM or Ctrl-C. All output goes to stdout, one line "
-            "per record, prefixed with the actor name. Exit codes: 0 after a stop, "
-            "1 after giving up on an actor, 78 on invalid settings or a refused start."
+            "reverse order on SIGTERM or Ctrl-C (a second Ctrl-C kills them at once). "
+            "All output goes to stdout, one line per record, prefixed with the actor "
+            "name. Exit codes: 0 after a stop, 1 after giving up on an actor, 78 on "
+            "invalid settings or a rejected start, the supervisor's own or an actor's."
         ),
     )
     supervise.add_argument(
@@ -300,10 +319,22 @@ def _register_control_commands(subparsers: argparse._SubParsersAction[Any]) -> N
     status = subparsers.add_parser(
         "status",
         help="show the actors of a running supervisor",
-        description="Show the state, pid, uptime, restarts and last exit of each actor.",
+        description=(
+            "Show the state, pid, uptime, restarts and last exit of each actor. "
+            "Exit codes: 0, or 1 when no supervisor is running or, with --check, when "
+            "an actor is not running."
+        ),
     )
     status.add_argument(
         "--json", action="store_true", help="print the status reply as JSON"
+    )
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help=(
+            "exit 1 unless the supervisor and every one of its actors are running "
+            "(for container health checks)"
+        ),
     )
     status.set_defaults(func=_status_command)
 

@@ -6,13 +6,22 @@ OTP. Restarts wait a capped exponential backoff with jitter, and the restart
 budget (``RestartPolicy.max_restarts`` within ``window_s``) is counted per
 actor, so the actor that exhausted it is the one named when the supervisor
 gives up. Giving up stops every actor in reverse start order and makes
-``Supervisor.run`` raise ``GaveUpError``.
+``Supervisor.run`` raise ``GaveUpError``. An actor that exits with code 78
+(invalid settings or a rejected start) is not restarted at all: the node
+stops the same way and ``Supervisor.run`` raises ``ActorConfigError``.
 
 A stop (SIGTERM, SIGINT, ``weall stop`` or giving up) sends each actor
 SIGTERM in reverse start order and waits for its shutdown grace before it
 sends SIGKILL. The whole stop ends within ``RestartPolicy.stop_timeout_s``.
-Another SIGTERM or SIGINT during the stop kills the remaining actors at once,
-unless it comes within ``DUPLICATE_SIGNAL_S`` of the first.
+Another SIGTERM or SIGINT during the stop kills the remaining actors at once.
+The exception is a signal within ``DUPLICATE_SIGNAL_S`` of the first that is
+not a second SIGINT: a platform that repeats its SIGTERM, or a process
+manager that sends SIGTERM for the Ctrl-C that also reached the supervisor
+as SIGINT, delivers one request twice. A terminal delivers each Ctrl-C once,
+so a second SIGINT always hurries the stop.
+
+The ``actors.json`` status file is written by a task of its own, in a worker
+thread, so that a slow disk or a held file lock never stalls supervision.
 """
 
 from __future__ import annotations
@@ -39,15 +48,19 @@ from weall.supervisor.state import ActorState
 if TYPE_CHECKING:
     from weall.config import Config
 
-__all__ = ["GaveUpError", "Supervisor", "SupervisorStatistics"]
+__all__ = ["ActorConfigError", "GaveUpError", "Supervisor", "SupervisorStatistics"]
 
 log = logging.getLogger(__name__)
 
 # Signals this soon after the first one are duplicates, not a request to
-# hurry. Heroku's dyno manager documents that a process being shut down may
-# receive several SIGTERMs (Dev Center, "Dyno Shutdown Behavior").
+# hurry, unless both are SIGINT. Heroku's dyno manager documents that a
+# process being shut down may receive several SIGTERMs (Dev Center, "Dyno
+# Shutdown Behavior").
 # NOTE: how far apart Heroku's repeated signals can be is not documented.
 DUPLICATE_SIGNAL_S: Final = 1.0
+
+# Seconds between attempts to write the status file after a failed one.
+STATUS_RETRY_S: Final = 1.0
 
 _STARTING: Final = "starting"
 _RUNNING: Final = "running"
@@ -67,6 +80,20 @@ class GaveUpError(WeallError):
         super().__init__(
             f"gave up on actor {actor} after {restarts} restarts within {window_s:g} s, "
             f"last exit: {last_exit.describe()}"
+        )
+
+
+class ActorConfigError(WeallError):
+    """An actor exited with code 78, so the supervisor stopped the node."""
+
+    def __init__(self, actor: str, last_exit: ExitStatus, reason: str | None) -> None:
+        self.actor = actor
+        self.last_exit = last_exit
+        self.reason = reason
+        detail = f": {reason}" if reason else ""
+        super().__init__(
+            f"actor {actor} failed with {last_exit.describe()} (invalid settings or a "
+            f"rejected start) and was not restarted{detail}"
         )
 
 
@@ -122,8 +149,9 @@ class Supervisor:
                 config,
                 self.policy,
                 sink,
-                on_change=self._write_status_file,
+                on_change=self._status_changed,
                 on_give_up=self._give_up,
+                on_config_exit=self._config_exit,
             )
             for spec in specs
         ]
@@ -133,10 +161,12 @@ class Supervisor:
         self._stop_deadline = float("inf")
         self._start_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
-        self._gave_up: GaveUpError | None = None
+        self._failure: GaveUpError | ActorConfigError | None = None
         self._started_at = time.monotonic()
         self._status_file_failing = False
+        self._status_dirty = trio.Event()
         self._first_signal_at: float | None = None
+        self._sigint_received = False
 
     @property
     def actor_names(self) -> tuple[str, ...]:
@@ -158,21 +188,25 @@ class Supervisor:
             StartupError: another supervisor has locked the control socket.
             GaveUpError: an actor exhausted its restart budget; the other
                 actors were stopped before it is raised.
+            ActorConfigError: an actor exited with code 78; the other actors
+                were stopped before it is raised.
         """
         socket_path = self.config.control_socket
         with control.hold_control_lock(socket_path):
             try:
                 await self._run_locked(task_status)
             finally:
-                self._write_status_file()
-        if self._gave_up is not None:
-            raise self._gave_up
+                with trio.CancelScope(shield=True):
+                    await self._write_status_file()
+        if self._failure is not None:
+            raise self._failure
 
     async def _run_locked(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(receive_stop_signals, self._on_signal)
             await nursery.start(control.serve_control, self, self.config.control_socket)
+            nursery.start_soon(self._write_status_file_loop)
             log.info(
                 "supervisor started version=%s pid=%d actors=%s control=%s",
                 __version__,
@@ -220,10 +254,13 @@ class Supervisor:
 
     def _on_signal(self, name: str) -> None:
         now = trio.current_time()
+        second_sigint = name == "SIGINT" and self._sigint_received
+        if name == "SIGINT":
+            self._sigint_received = True
         if self._first_signal_at is None:
             self._first_signal_at = now
             self.request_stop(f"signal {name}")
-        elif now - self._first_signal_at < DUPLICATE_SIGNAL_S:
+        elif not second_sigint and now - self._first_signal_at < DUPLICATE_SIGNAL_S:
             log.info("ignoring repeated signal=%s while stopping", name)
         else:
             self.hurry(f"second signal {name}")
@@ -237,8 +274,8 @@ class Supervisor:
     def _give_up(self, runner: ActorRunner, last_exit: ExitStatus) -> None:
         restarts = self.policy.max_restarts
         error = GaveUpError(runner.name, restarts, self.policy.window_s, last_exit)
-        if self._gave_up is None:
-            self._gave_up = error
+        if self._failure is None:
+            self._failure = error
         log.error(
             "gave up actor=%s restarts=%d window_s=%s last_exit=%r",
             runner.name,
@@ -247,6 +284,19 @@ class Supervisor:
             last_exit.describe(),
         )
         self.request_stop(f"gave up on {runner.name}")
+
+    def _config_exit(self, runner: ActorRunner, last_exit: ExitStatus) -> None:
+        reason = runner.failure_message
+        if self._failure is None:
+            self._failure = ActorConfigError(runner.name, last_exit, reason)
+        log.error(
+            "actor failed with invalid settings or a rejected start actor=%s "
+            "last_exit=%r reason=%r",
+            runner.name,
+            last_exit.describe(),
+            reason,
+        )
+        self.request_stop(f"{runner.name} exited with code {last_exit.code}")
 
     async def restart_actor(self, name: str) -> ActorStatus:
         """Restart one actor outside its restart budget and return its new status.
@@ -276,7 +326,20 @@ class Supervisor:
             actors=tuple(runner.snapshot() for runner in self._runners),
         )
 
-    def _write_status_file(self) -> None:
+    def _status_changed(self) -> None:
+        self._status_dirty.set()
+
+    async def _write_status_file_loop(self) -> None:
+        """Write the status file after each change; changes during a write are merged."""
+        while True:
+            await self._status_dirty.wait()
+            self._status_dirty = trio.Event()
+            if not await self._write_status_file():
+                await trio.sleep(STATUS_RETRY_S)
+                self._status_dirty.set()
+
+    async def _write_status_file(self) -> bool:
+        """Write the current state of every actor; return False if the write failed."""
         entries = {}
         for runner in self._runners:
             status = runner.snapshot()
@@ -289,7 +352,9 @@ class Supervisor:
                 "supervisor_pid": os.getpid(),
             }
         try:
-            write_status_file(self.config.run_dir, entries, self._by_name)
+            await trio.to_thread.run_sync(
+                write_status_file, self.config.run_dir, entries, tuple(self._by_name)
+            )
         except OSError as exc:
             if not self._status_file_failing:
                 log.error(
@@ -298,7 +363,8 @@ class Supervisor:
                     exc,
                 )
             self._status_file_failing = True
-            return
+            return False
         if self._status_file_failing:
             log.info("status file write recovered run_dir=%s", self.config.run_dir)
             self._status_file_failing = False
+        return True
