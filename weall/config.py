@@ -133,6 +133,16 @@ class Config:
         return "FULL" if self.mode == "genesis" else "NORMAL"
 
     @property
+    def autocheckpoint_pages(self) -> int:
+        """WAL pages (of 4 KiB) at which a commit checkpoints without the checkpointer.
+
+        A quarter of ``WEALL_WAL_MAX_BYTES``: the checkpointer's rounds keep
+        the WAL below that, so commits only append, while a node run
+        without a checkpointer still keeps its WAL bounded.
+        """
+        return max(1000, self.wal_max_bytes // 4 // 4096)
+
+    @property
     def api_bind(self) -> str:
         host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
         return f"{host}:{self.api_port}"

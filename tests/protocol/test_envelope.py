@@ -16,6 +16,7 @@ from weall.protocol.envelope import (
     ENVELOPE_FIELDS,
     MAX_ENVELOPE_BYTES,
     build_envelope,
+    checked_envelope,
     parse_envelope,
 )
 from weall.protocol.keys import from_seed
@@ -324,3 +325,52 @@ def test_duplicate_key_in_wire_text_is_invalid_json() -> None:
     with pytest.raises(EncodingError) as caught:
         canonical.loads_strict(text)
     assert caught.value.code == "invalid_json"
+
+
+# -- envelopes rebuilt from a checked document and its tx id ----------------------------
+
+
+def test_checked_envelope_equals_parsed() -> None:
+    document = kat_document()
+    parsed = parse_envelope(document)
+    rebuilt = checked_envelope(document, parsed.tx_id)
+    assert rebuilt == parsed
+    assert rebuilt.signing_bytes == KAT_SIGNING_BYTES
+    rebuilt.verify_signature()
+
+
+def test_checked_parse_skips_nothing_observable() -> None:
+    document = kat_document()
+    assert parse_envelope(document, checked=True) == parse_envelope(document)
+    assert parse_envelope(document, checked=True).tx_id == KAT_TX_ID
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"nonce": "7"},
+        {"nonce": True},
+        {"payload": []},
+        {"tx_type": "NO_SUCH_TYPE"},
+        {"sig": 5},
+        {"extra": 1},
+    ],
+    ids=[
+        "nonce-text",
+        "nonce-bool",
+        "payload-list",
+        "unknown-type",
+        "sig-int",
+        "extra",
+    ],
+)
+def test_checked_envelope_rejects_wrong_types(changes: dict[str, Any]) -> None:
+    document = {**kat_document(), **changes}
+    with pytest.raises(TxRejected) as caught:
+        checked_envelope(document, KAT_TX_ID)
+    assert caught.value.code == "invalid_envelope"
+
+
+def test_checked_envelope_rejects_malformed_tx_id() -> None:
+    with pytest.raises(TxRejected):
+        checked_envelope(kat_document(), "b123")

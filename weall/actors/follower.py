@@ -153,7 +153,11 @@ def _open(config: Config) -> tuple[ProducerLock, Writer, dict[str, Any]]:
                 f"database {config.db_path} not found; `weall supervise` creates it on a "
                 "follower's first start"
             )
-        writer = Writer(config.db_path, synchronous=config.synchronous)
+        writer = Writer(
+            config.db_path,
+            synchronous=config.synchronous,
+            autocheckpoint_pages=config.autocheckpoint_pages,
+        )
         writer.migrate()
         if writer.meta().get("genesis_hash") != genesis_hash(document):
             writer.close()

@@ -34,7 +34,12 @@ from weall.errors import (
 )
 from weall.protocol import keys
 from weall.protocol.block import build_block
-from weall.protocol.envelope import Envelope, build_envelope, parse_envelope
+from weall.protocol.envelope import (
+    Envelope,
+    build_envelope,
+    checked_envelope,
+    parse_envelope,
+)
 from weall.protocol.execute import admit, chain_params
 from weall.protocol.genesis import genesis_hash, genesis_info
 from weall.protocol.txtypes import GenesisInfo
@@ -93,6 +98,10 @@ class Pool:
         return len(self.by_id)
 
 
+# (envelopes, signatures verified by the sender, their tx ids or None, reply channel)
+_Request = tuple[list[Any], bool, list[str | None] | None, trio.MemorySendChannel[Any]]
+
+
 def _storage_full(message: str) -> dict[str, Any]:
     return {
         "ok": False,
@@ -132,12 +141,8 @@ class Producer:
         self.tip_failures = 0
         self.blocks_committed = 0
         self.last_block_monotonic = time.monotonic()
-        self.requests: trio.MemorySendChannel[
-            tuple[list[Any], bool, trio.MemorySendChannel[Any]]
-        ]
-        self._receive: trio.MemoryReceiveChannel[
-            tuple[list[Any], bool, trio.MemorySendChannel[Any]]
-        ]
+        self.requests: trio.MemorySendChannel[_Request]
+        self._receive: trio.MemoryReceiveChannel[_Request]
         self.requests, self._receive = trio.open_memory_channel(10_000)
         self.block_event = trio.Event()
         # Serialises the producer account's own transactions, so two of them
@@ -161,16 +166,17 @@ class Producer:
 
     # -- admission -------------------------------------------------------------------
 
-    def _check_one(
-        self,
-        document: Any,
-        staged: dict[str, PoolEntry],
-        staged_nonces: dict[tuple[str, int], PoolEntry],
-        now: int,
-        verified: bool,
-    ) -> dict[str, Any]:
+    def _parse(self, document: Any, verified: bool, tx_id: str | None) -> Envelope:
+        """Parse one submitted envelope and check its chain id and signature.
+
+        An envelope that the api already parsed and verified arrives with its
+        tx id and is rebuilt without encoding and hashing it again.
+        """
         allow_unsigned = self.config.allow_unsigned_txs and self.config.mode == "dev"
-        env = parse_envelope(document, allow_unsigned=allow_unsigned)
+        if verified and tx_id is not None and isinstance(document, dict):
+            env = checked_envelope(document, tx_id)
+        else:
+            env = parse_envelope(document, allow_unsigned=allow_unsigned)
         if env.chain_id != self.genesis.chain_id:
             raise ProtocolError(
                 "wrong_chain",
@@ -178,18 +184,34 @@ class Producer:
             )
         if not verified and (env.sig is not None or not allow_unsigned):
             env.verify_signature()
-        known = self.pool.by_id.get(env.tx_id) or staged.get(env.tx_id)
-        existing = {"tx_id": env.tx_id, "status": "pending"} if known else None
-        if existing is None:
-            existing = self.writer.tx_status(env.tx_id)
-        if existing is not None:
+        return env
+
+    def _check_one(
+        self,
+        env: Envelope,
+        stored: dict[str, tuple[str, int | None]],
+        staged: dict[str, PoolEntry],
+        staged_nonces: dict[tuple[str, int], PoolEntry],
+        now: int,
+    ) -> dict[str, Any]:
+        if env.tx_id in self.pool.by_id or env.tx_id in staged:
             return {
                 "ok": True,
                 "http": 200,
                 "tx_id": env.tx_id,
-                "status": existing["status"],
+                "status": "pending",
                 "duplicate": True,
-                **({"height": existing["height"]} if "height" in existing else {}),
+            }
+        known = stored.get(env.tx_id)
+        if known is not None:
+            status, height = known
+            return {
+                "ok": True,
+                "http": 200,
+                "tx_id": env.tx_id,
+                "status": status,
+                "duplicate": True,
+                **({"height": height} if height is not None else {}),
             }
         rival = self.pool.at(env.signer, env.nonce) or staged_nonces.get(
             (env.signer, env.nonce)
@@ -213,7 +235,10 @@ class Producer:
         return {"ok": True, "http": 202, "tx_id": env.tx_id, "status": "pending"}
 
     def admit_batch_sync(
-        self, documents: list[Any], verified: bool | list[bool] = False
+        self,
+        documents: list[Any],
+        verified: bool | list[bool] = False,
+        tx_ids: list[str | None] | None = None,
     ) -> list[dict[str, Any]]:
         """Check every envelope, store the admitted ones in one transaction, answer each."""
         if self.storage_full:
@@ -223,14 +248,28 @@ class Producer:
                 for _ in documents
             ]
         now = now_ms()
+        flags = verified if isinstance(verified, list) else [verified] * len(documents)
+        ids = tx_ids if tx_ids is not None else [None] * len(documents)
+        parsed: list[Envelope | dict[str, Any]] = []
+        for document, checked, tx_id in zip(documents, flags, ids, strict=True):
+            try:
+                parsed.append(self._parse(document, checked, tx_id))
+            except ProtocolError as exc:
+                parsed.append(_error(exc))
+        # One query finds every envelope of the batch that is already stored.
+        stored = self.writer.tx_statuses(
+            [env.tx_id for env in parsed if isinstance(env, Envelope)]
+        )
         staged: dict[str, PoolEntry] = {}
         staged_nonces: dict[tuple[str, int], PoolEntry] = {}
         results: list[dict[str, Any]] = []
-        flags = verified if isinstance(verified, list) else [verified] * len(documents)
-        for document, checked in zip(documents, flags, strict=True):
+        for item in parsed:
+            if not isinstance(item, Envelope):
+                results.append(item)
+                continue
             try:
                 results.append(
-                    self._check_one(document, staged, staged_nonces, now, checked)
+                    self._check_one(item, stored, staged, staged_nonces, now)
                 )
             except ProtocolError as exc:
                 results.append(_error(exc))
@@ -267,22 +306,34 @@ class Producer:
                     break
                 batch.append(item)
                 total += len(item[0])
-            documents = [doc for docs, _, _ in batch for doc in docs]
-            flags = [checked for docs, checked, _ in batch for _ in docs]
+            documents = [doc for docs, _, _, _ in batch for doc in docs]
+            flags = [checked for docs, checked, _, _ in batch for _ in docs]
+            ids = [
+                tx_id
+                for docs, _, tx_ids, _ in batch
+                for tx_id in (tx_ids if tx_ids is not None else [None] * len(docs))
+            ]
             results = await trio.to_thread.run_sync(
-                self.admit_batch_sync, documents, flags, limiter=self.limiter
+                self.admit_batch_sync, documents, flags, ids, limiter=self.limiter
             )
             offset = 0
-            for docs, _, reply in batch:
+            for docs, _, _, reply in batch:
                 reply.send_nowait(results[offset : offset + len(docs)])
                 offset += len(docs)
 
     async def submit(
-        self, documents: list[Any], verified: bool = False
+        self,
+        documents: list[Any],
+        verified: bool = False,
+        tx_ids: list[str | None] | None = None,
     ) -> list[dict[str, Any]]:
-        """Admit ``documents``; ``verified`` when the sender already checked their signatures."""
+        """Admit ``documents``.
+
+        ``verified`` when the sender already checked their signatures, and
+        then ``tx_ids`` may give the id the sender computed for each one.
+        """
         reply_send, reply_receive = trio.open_memory_channel[Any](1)
-        await self.requests.send((documents, verified, reply_send))
+        await self.requests.send((documents, verified, tx_ids, reply_send))
         result: list[dict[str, Any]] = await reply_receive.receive()
         return result
 
@@ -481,7 +532,24 @@ class Producer:
                     },
                 }
             verified = request.get("verified") is True
-            return {"ok": True, "results": await self.submit(envelopes, verified)}
+            tx_ids = request.get("tx_ids")
+            if tx_ids is not None and not (
+                verified
+                and isinstance(tx_ids, list)
+                and len(tx_ids) == len(envelopes)
+                and all(isinstance(tx_id, str) for tx_id in tx_ids)
+            ):
+                return {
+                    "ok": False,
+                    "error": {
+                        "code": "invalid_request",
+                        "message": "tx_ids: one string per envelope, only when verified",
+                    },
+                }
+            return {
+                "ok": True,
+                "results": await self.submit(envelopes, verified, tx_ids),
+            }
         if op == "system_tx":
             tx_type = request.get("tx_type")
             payload = request.get("payload")
@@ -563,7 +631,11 @@ def _open(config: Config) -> tuple[ProducerLock, Writer, dict[str, Any], keys.Ke
             raise StartupError(
                 f"node key {config.node_key_path} is not the genesis producer key"
             )
-        writer = Writer(config.db_path, synchronous=config.synchronous)
+        writer = Writer(
+            config.db_path,
+            synchronous=config.synchronous,
+            autocheckpoint_pages=config.autocheckpoint_pages,
+        )
         writer.migrate()
         stored = writer.meta()
         if stored.get("genesis_hash") != genesis_hash(document):

@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast
 
 import orjson
 import trio
-from quart import Response, request
+from quart import Response, g, request
 from quart_schema import QuartSchema, RequestSchemaValidationError, document
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -30,6 +30,7 @@ from weall.api.metrics import register_metrics
 from weall.api.openapi import NodeOpenAPIProvider
 from weall.api.proxy import TrustedProxies, client_address
 from weall.api.ratelimit import RateLimitMiddleware
+from weall.api.submit import ProducerRejected, SubmitCoalescer
 from weall.config import Config
 from weall.errors import (
     HTTP_STATUS,
@@ -224,20 +225,22 @@ async def _read_json_body() -> Any:
 
 def _check_signatures(
     envelopes: list[Any], allow_unsigned: bool
-) -> list[dict[str, Any] | None]:
-    """Check shape and signature of each envelope; ``None`` where it passed.
+) -> list[dict[str, Any] | str]:
+    """Check shape and signature of each envelope.
 
-    Runs in a worker thread: libsodium releases the GIL, so the api's core
-    verifies signatures while the producer's core admits the previous batch.
+    Returns, for each envelope, its tx id where it passed, or the error
+    result where it failed. Runs in a worker thread for large batches:
+    libsodium releases the GIL, so the api's core verifies signatures while
+    the producer's core admits the previous batch.
     """
-    failures: list[dict[str, Any] | None] = []
+    outcomes: list[dict[str, Any] | str] = []
     for envelope in envelopes:
         try:
-            env = parse_envelope(envelope, allow_unsigned=allow_unsigned)
+            env = parse_envelope(envelope, allow_unsigned=allow_unsigned, checked=True)
             if env.sig is not None or not allow_unsigned:
                 env.verify_signature()
         except ProtocolError as exc:
-            failures.append(
+            outcomes.append(
                 {
                     "ok": False,
                     "http": exc.http_status,
@@ -249,51 +252,49 @@ def _check_signatures(
                 }
             )
         else:
-            failures.append(None)
-    return failures
+            outcomes.append(env.tx_id)
+    return outcomes
 
 
 async def _forward(
-    producer: IpcClient, envelopes: list[Any], config: Config
+    submitter: SubmitCoalescer, envelopes: list[Any], config: Config
 ) -> list[dict[str, Any]]:
     allow_unsigned = config.allow_unsigned_txs and config.mode == "dev"
     if len(envelopes) <= INLINE_CHECKS:
         # A thread hop costs more than a few signature checks.
-        failures = _check_signatures(envelopes, allow_unsigned)
+        outcomes = _check_signatures(envelopes, allow_unsigned)
     else:
-        failures = await trio.to_thread.run_sync(
+        outcomes = await trio.to_thread.run_sync(
             _check_signatures, envelopes, allow_unsigned
         )
     passed = [
-        doc for doc, failure in zip(envelopes, failures, strict=True) if failure is None
+        (doc, outcome)
+        for doc, outcome in zip(envelopes, outcomes, strict=True)
+        if isinstance(outcome, str)
     ]
     results: list[dict[str, Any]] = []
     if passed:
         try:
-            # verified: the producer socket is owner-only (mode 0600), so its
-            # clients are this node's own actors, which checked the signatures.
-            answer = await producer.call(
-                "submit", timeout=30.0, envelopes=passed, verified=True
+            results = await submitter.submit(
+                [doc for doc, _ in passed], [tx_id for _, tx_id in passed]
             )
-        except IpcError as exc:
-            log.warning(
-                "producer unavailable for submit count=%d: %s", len(passed), exc
-            )
+        except IpcError:
             raise ApiError(
                 "unavailable",
                 "the producer is not reachable; retry shortly",
                 status=503,
             ) from None
-        if not answer.get("ok"):
-            error = answer.get("error", {})
+        except ProducerRejected as exc:
+            code = exc.error.get("code", "unavailable")
             raise ApiError(
-                error.get("code", "unavailable"),
-                error.get("message", "producer error"),
-                status=503 if error.get("code") == "unavailable" else None,
-            )
-        results = answer["results"]
+                code,
+                exc.error.get("message", "producer error"),
+                status=503 if code == "unavailable" else None,
+            ) from None
     admitted = iter(results)
-    return [failure if failure is not None else next(admitted) for failure in failures]
+    return [
+        next(admitted) if isinstance(outcome, str) else outcome for outcome in outcomes
+    ]
 
 
 async def _relay(upstream: UpstreamClient, path: str, config: Config) -> Response:
@@ -341,6 +342,7 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
     _wrap_asgi(app, config)
     reader = NodeReader(config)
     app.extensions["weall_reader"] = reader
+    submitter = SubmitCoalescer(producer)
     # On a follower node, submissions go to the upstream; reads stay local.
     upstream = (
         UpstreamClient(config.upstream_url, timeout_s=15.0, deadline_s=60.0)
@@ -376,26 +378,31 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
 
     @app.before_request
     async def start_timer() -> None:
-        request.environ_start = time.perf_counter()  # type: ignore[attr-defined]
+        g.weall_started = time.perf_counter()
 
     @app.after_request
     async def log_access(response: Response) -> Response:
-        started = getattr(request, "environ_start", None)
-        elapsed_ms = 0.0 if started is None else (time.perf_counter() - started) * 1000
-        access_log.info(
-            "%s %s %d %.1fms",
-            request.method,
-            request.path,
-            response.status_code,
-            elapsed_ms,
-        )
+        if access_log.isEnabledFor(logging.INFO):
+            started = g.get("weall_started")
+            elapsed_ms = (
+                0.0 if started is None else (time.perf_counter() - started) * 1000
+            )
+            access_log.info(
+                "%s %s %d %.1fms",
+                request.method,
+                request.path,
+                response.status_code,
+                elapsed_ms,
+            )
+        if response.status_code < 400:
+            return response
         # An error answered before the request body was read leaves that body
         # on the connection, where the next request would wait behind it, so
         # such a connection is closed after the answer.
         declared = request.headers.get("Content-Length", "0") not in ("", "0") or (
             "Transfer-Encoding" in request.headers
         )
-        if response.status_code >= 400 and declared:
+        if declared:
             response.headers["Connection"] = "close"
         return response
 
@@ -492,7 +499,7 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         if upstream is not None:
             return await _relay(upstream, "/v1/tx/submit", config)
         envelope = await _read_json_body()
-        (result,) = await _forward(producer, [envelope], config)
+        (result,) = await _forward(submitter, [envelope], config)
         document, status = _result_document(result)
         response = json_response(document, status)
         if document.get("error", {}).get("code") == "storage_full":
@@ -514,7 +521,7 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
             raise ApiError(
                 "invalid_request", f"body must list 1 to {MAX_BATCH} envelopes"
             )
-        results = await _forward(producer, envelopes, config)
+        results = await _forward(submitter, envelopes, config)
         documents = []
         for result in results:
             document, status = _result_document(result)

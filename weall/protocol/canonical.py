@@ -70,9 +70,14 @@ def check_value(value: Any, depth: int = 0) -> None:
     raise _invalid(f"type {type(value).__name__} is not JSON")
 
 
-def dumps(value: Any) -> bytes:
-    """Encode ``value`` as canonical JSON bytes."""
-    check_value(value)
+def dumps(value: Any, *, checked: bool = False) -> bytes:
+    """Encode ``value`` as canonical JSON bytes.
+
+    ``checked`` skips ``check_value`` for a value that ``loads_strict``
+    returned (or a part of one), which it has checked already.
+    """
+    if not checked:
+        check_value(value)
     # orjson writes no whitespace and raw UTF-8; OPT_SORT_KEYS sorts by UTF-8
     # bytes, which is the same order as sorting by code point.
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)

@@ -7,7 +7,7 @@ bytes, so it does not depend on the signature.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from weall.errors import EncodingError, ProtocolError, TxRejected
@@ -21,6 +21,7 @@ __all__ = [
     "MAX_NONCE",
     "Envelope",
     "build_envelope",
+    "checked_envelope",
     "parse_envelope",
     "signing_bytes",
 ]
@@ -29,6 +30,7 @@ SIGNING_PREFIX: Final = b"weall/tx/v1\n"
 ENVELOPE_FIELDS: Final = frozenset(
     {"chain_id", "tx_type", "signer", "nonce", "payload", "pubkey", "sig"}
 )
+_UNSIGNED_FIELDS: Final = tuple(sorted(ENVELOPE_FIELDS - {"sig"}))
 MAX_ENVELOPE_BYTES: Final = 64 * 1024
 MAX_NONCE: Final = canonical.MAX_SAFE_INT
 
@@ -45,7 +47,26 @@ class Envelope:
     pubkey: str
     sig: str | None
     tx_id: str
-    signing_bytes: bytes
+    # None when the envelope came from ``checked_envelope``; the signing bytes
+    # are then encoded again on first use.
+    signing_body: bytes | None = field(default=None, repr=False, compare=False)
+    # The decoded signature, kept by ``parse_envelope`` for ``verify_signature``.
+    sig_bytes: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def signing_bytes(self) -> bytes:
+        if self.signing_body is None:
+            unsigned = {
+                "chain_id": self.chain_id,
+                "tx_type": self.tx_type,
+                "signer": self.signer,
+                "nonce": self.nonce,
+                "payload": self.payload,
+                "pubkey": self.pubkey,
+            }
+            object.__setattr__(self, "signing_body", signing_bytes(unsigned))
+        assert self.signing_body is not None
+        return self.signing_body
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -64,23 +85,28 @@ class Envelope:
         if self.sig is None:
             raise TxRejected("bad_signature", "sig is missing")
         raw_key = decode_pubkey(self.pubkey)
-        raw_sig = decode_sig(self.sig)
+        raw_sig = self.sig_bytes if self.sig_bytes is not None else decode_sig(self.sig)
         if not verify(raw_key, self.signing_bytes, raw_sig):
             raise TxRejected(
                 "bad_signature", "sig does not verify for pubkey over the signing bytes"
             )
 
 
-def signing_bytes(unsigned: dict[str, Any]) -> bytes:
-    return SIGNING_PREFIX + canonical.dumps(unsigned)
+def signing_bytes(unsigned: dict[str, Any], *, checked: bool = False) -> bytes:
+    return SIGNING_PREFIX + canonical.dumps(unsigned, checked=checked)
 
 
 def _invalid(message: str) -> TxRejected:
     return TxRejected("invalid_envelope", message)
 
 
-def parse_envelope(document: Any, *, allow_unsigned: bool = False) -> Envelope:
+def parse_envelope(
+    document: Any, *, allow_unsigned: bool = False, checked: bool = False
+) -> Envelope:
     """Check the shape of an already parsed envelope (no state, no signature check).
+
+    ``checked`` means ``document`` came from ``canonical.loads_strict``, so
+    its values are known to be canonical JSON and are not walked again.
 
     Raises:
         TxRejected: ``invalid_envelope`` or ``too_large``.
@@ -116,15 +142,16 @@ def parse_envelope(document: Any, *, allow_unsigned: bool = False) -> Envelope:
         raise _invalid("nonce must be a non-negative integer")
     if not isinstance(payload, dict):
         raise _invalid("payload must be a JSON object")
+    sig_bytes = None
     try:
         decode_pubkey(pubkey)
         if sig is not None or not allow_unsigned:
-            decode_sig(sig)
+            sig_bytes = decode_sig(sig)
     except EncodingError as exc:
         raise _invalid(exc.message) from None
-    unsigned = {k: document[k] for k in ENVELOPE_FIELDS - {"sig"}}
+    unsigned = {k: document[k] for k in _UNSIGNED_FIELDS}
     try:
-        body = signing_bytes(unsigned)
+        body = signing_bytes(unsigned, checked=checked)
     except ProtocolError as exc:
         raise _invalid(f"not canonical JSON: {exc.message}") from None
     # The canonical envelope is the signing body without its prefix, plus
@@ -143,7 +170,59 @@ def parse_envelope(document: Any, *, allow_unsigned: bool = False) -> Envelope:
         pubkey=pubkey,
         sig=sig,
         tx_id=hash_bytes(body),
-        signing_bytes=body,
+        signing_body=body,
+        sig_bytes=sig_bytes,
+    )
+
+
+def checked_envelope(document: dict[str, Any], tx_id: str) -> Envelope:
+    """Rebuild an envelope that ``parse_envelope`` accepted elsewhere, with its tx id.
+
+    For the producer, whose only clients (the node's own actors, over an
+    owner-only socket) parsed and signature-checked each envelope and send its
+    tx id along, so the canonical encoding and hash are not computed twice.
+    Only the types are checked here: a wrong tx id from a faulty client would
+    be stored as given.
+
+    Raises:
+        TxRejected: ``invalid_envelope`` when a field has the wrong type.
+    """
+    try:
+        chain_id = document["chain_id"]
+        tx_type = document["tx_type"]
+        signer = document["signer"]
+        nonce = document["nonce"]
+        payload = document["payload"]
+        pubkey = document["pubkey"]
+        sig = document.get("sig")
+    except (KeyError, TypeError):
+        raise _invalid("checked envelope lacks a field") from None
+    if not (
+        isinstance(chain_id, str)
+        and isinstance(tx_type, str)
+        and isinstance(signer, str)
+        and type(nonce) is int
+        and isinstance(payload, dict)
+        and isinstance(pubkey, str)
+        and (sig is None or isinstance(sig, str))
+        and isinstance(tx_id, str)
+        and len(tx_id) == 53
+        and len(document) <= len(ENVELOPE_FIELDS)
+    ):
+        raise _invalid("checked envelope has a field of the wrong type")
+    from weall.protocol.txtypes import TX_TYPES
+
+    if tx_type not in TX_TYPES:
+        raise _invalid(f"unknown tx_type {tx_type[:64]!r}")
+    return Envelope(
+        chain_id=chain_id,
+        tx_type=tx_type,
+        signer=signer,
+        nonce=nonce,
+        payload=payload,
+        pubkey=pubkey,
+        sig=sig,
+        tx_id=tx_id,
     )
 
 

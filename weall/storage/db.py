@@ -88,7 +88,17 @@ def open_readonly(
     return conn
 
 
-def open_readwrite(path: Path, *, synchronous: str) -> sqlite3.Connection:
+def open_readwrite(
+    path: Path, *, synchronous: str, autocheckpoint_pages: int | None = None
+) -> sqlite3.Connection:
+    """Open the read-write connection in WAL mode.
+
+    ``autocheckpoint_pages`` replaces SQLite's default of 1000 pages: the
+    WAL size at which a commit runs a PASSIVE checkpoint itself. The
+    producer sets it above what the checkpointer's rounds let the WAL reach,
+    so a block commit only appends to the WAL and the checkpoints run
+    between blocks, while a node without a checkpointer still stays bounded.
+    """
     if synchronous not in ("FULL", "NORMAL"):
         raise ValueError(f"synchronous must be FULL or NORMAL (got {synchronous})")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +116,8 @@ def open_readwrite(path: Path, *, synchronous: str) -> sqlite3.Connection:
             )
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+        if autocheckpoint_pages is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint = {int(autocheckpoint_pages)}")
     except sqlite3.Error as exc:
         raise translate_error(exc, f"open {path}") from exc
     return conn

@@ -21,6 +21,7 @@ __all__ = [
     "meta",
     "pending_rows",
     "tx_row",
+    "tx_statuses",
     "txs_in_block",
 ]
 
@@ -187,6 +188,26 @@ def tx_row(conn: sqlite3.Connection, tx_id: str) -> Value | None:
     if row[3] is not None:
         result["receipt"] = orjson.loads(row[3])
     return result
+
+
+# SQLite before 3.32 allows at most 999 bound parameters in one statement.
+_IN_CHUNK = 900
+
+
+def tx_statuses(
+    conn: sqlite3.Connection, tx_ids: list[str]
+) -> dict[str, tuple[str, int | None]]:
+    """``tx_id -> (status, height)`` for the ids of ``tx_ids`` that are stored."""
+    found: dict[str, tuple[str, int | None]] = {}
+    for start in range(0, len(tx_ids), _IN_CHUNK):
+        chunk = tx_ids[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT tx_id, status, height FROM txs WHERE tx_id IN ({marks})", chunk
+        )
+        for tx_id, status, height in rows:
+            found[tx_id] = (status, height)
+    return found
 
 
 def pending_rows(conn: sqlite3.Connection) -> list[tuple[str, bytes, int]]:

@@ -34,10 +34,18 @@ T = TypeVar("T")
 class Writer:
     """The producer's connection; not safe for use from two threads at once."""
 
-    def __init__(self, path: Path, *, synchronous: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str,
+        autocheckpoint_pages: int | None = None,
+    ) -> None:
         self.path = path
         self.synchronous = synchronous
-        self.conn = open_readwrite(path, synchronous=synchronous)
+        self.conn = open_readwrite(
+            path, synchronous=synchronous, autocheckpoint_pages=autocheckpoint_pages
+        )
         # Reads of the producer go through a cache that every commit clears.
         self.state = queries.CachedState(queries.SqliteState(self.conn))
 
@@ -110,6 +118,9 @@ class Writer:
 
     def tx_status(self, tx_id: str) -> dict[str, Any] | None:
         return queries.tx_row(self.conn, tx_id)
+
+    def tx_statuses(self, tx_ids: list[str]) -> dict[str, tuple[str, int | None]]:
+        return queries.tx_statuses(self.conn, tx_ids)
 
     # -- writes ------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ __all__ = [
 CID_RE: Final = re.compile(r"b[a-z2-7]{20,120}")
 GROUP_ID_RE: Final = re.compile(r"[a-z0-9_-]{3,32}")
 _HASH_RE: Final = re.compile(r"b[a-z2-7]{52}")
+# C0 control characters other than tab (0x09) and newline (0x0a).
+_CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0b-\x1f]")
 
 
 def invalid(message: str, **details: Any) -> TxRejected:
@@ -61,7 +63,7 @@ def get_text(
         raise invalid(f"{name} must not be empty")
     if len(value) > max_chars:
         raise invalid(f"{name} exceeds {max_chars} characters", max_chars=max_chars)
-    if any(ord(c) < 32 and c not in "\n\t" for c in value):
+    if _CONTROL_RE.search(value):
         raise invalid(f"{name} contains control characters")
     return value
 
