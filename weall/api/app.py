@@ -45,6 +45,7 @@ from weall.protocol import canonical
 from weall.protocol.envelope import parse_envelope
 from weall.protocol.genesis import genesis_info
 from weall.protocol.txtypes import GenesisInfo
+from weall.storage.health import journal_settings
 from weall.storage.reader import ReadPool
 
 __all__ = ["ApiError", "create_app"]
@@ -420,8 +421,7 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
                 "tip": head["hash"] if head else None,
                 "actors": {name: info.get("state") for name, info in actors.items()},
                 "storage": {
-                    "journal_mode": "wal",
-                    "synchronous": config.synchronous,
+                    **await journal_settings(producer, config),
                     "db_path": config.db_path.name,
                 },
             }
