@@ -16,6 +16,12 @@ after each kill, before anything opens the database: frames of the current
 WAL generation after its last commit frame are a transaction that the kill
 cut short, so their count shows how many kills landed inside a commit.
 
+The default form aims at ``KILLS_DEFAULT`` kills but stops the loop after
+``BUDGET_DEFAULT_S`` seconds, so that the whole test stays near three
+minutes on a loaded machine. It then passes with as few as
+``MIN_KILLS_DEFAULT`` kills, and prints how many it reached. The long form
+(``--run-long``) must reach all of its kills.
+
 Seed: ``WEALL_TEST_SEED`` (default: random, printed), read at import
 because the autouse fixture clears ``WEALL_*`` variables before each test.
 """
@@ -52,10 +58,12 @@ from weall.storage.db import read_tip
 from ._support import Poster, check_blocks_whole, env_without_weall, statuses
 
 SEED_SETTING = os.environ.get("WEALL_TEST_SEED")
-KILLS_DEFAULT = 100
-BUDGET_DEFAULT_S = 180.0
-KILLS_LONG = 500
-BUDGET_LONG_S = 900.0
+KILLS_DEFAULT = 300
+MIN_KILLS_DEFAULT = 100
+# The drain and the final replay take about 10 to 30 s more.
+BUDGET_DEFAULT_S = 140.0
+KILLS_LONG = 1000
+BUDGET_LONG_S = 1200.0
 BATCH = 32
 MAX_KILL_DELAY_S = 0.25
 WAL_HEADER = struct.Struct(">IIIIIIII")
@@ -297,7 +305,9 @@ class KillLoop:
         return status
 
 
-async def _run_kills(tmp_path: Path, kills: int, budget_s: float) -> None:
+async def _run_kills(
+    tmp_path: Path, kills: int, budget_s: float, *, min_kills: int
+) -> None:
     seed = int(SEED_SETTING or random.SystemRandom().randrange(2**32))
     print(f"\nseed={seed}")
     loop = KillLoop(tmp_path, random.Random(seed))
@@ -327,6 +337,7 @@ async def _run_kills(tmp_path: Path, kills: int, budget_s: float) -> None:
         json.dumps(
             {
                 "kills": stats.kills,
+                "kills_target": kills,
                 "kills_on_wal_write": stats.kills_on_write,
                 "seconds": round(elapsed, 1),
                 "kills_inside_a_commit": stats.torn_kills,
@@ -341,17 +352,19 @@ async def _run_kills(tmp_path: Path, kills: int, budget_s: float) -> None:
             }
         )
     )
-    assert stats.kills >= kills, f"only {stats.kills} kills in {budget_s} s"
+    assert stats.kills >= min_kills, f"only {stats.kills} kills in {budget_s} s"
     assert stats.heights[-1] > stats.heights[0], "no block was committed between kills"
 
 
 @pytest.mark.slow
 async def test_producer_survives_sigkill_storm(tmp_path: Path) -> None:
-    await _run_kills(tmp_path, KILLS_DEFAULT, BUDGET_DEFAULT_S)
+    await _run_kills(
+        tmp_path, KILLS_DEFAULT, BUDGET_DEFAULT_S, min_kills=MIN_KILLS_DEFAULT
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.long
 @pytest.mark.timeout(BUDGET_LONG_S + 300)
 async def test_producer_survives_long_sigkill_storm(tmp_path: Path) -> None:
-    await _run_kills(tmp_path, KILLS_LONG, BUDGET_LONG_S)
+    await _run_kills(tmp_path, KILLS_LONG, BUDGET_LONG_S, min_kills=KILLS_LONG)
