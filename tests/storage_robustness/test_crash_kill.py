@@ -33,12 +33,9 @@ import errno
 import json
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import struct
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,15 +44,12 @@ from typing import Any
 import pytest
 import trio
 
-from weall import config as config_module
 from weall import ipc
-from weall.bootstrap import prepare_node
 from weall.commands.verify import verify_chain
 from weall.errors import IpcError
-from weall.protocol import keys
 from weall.storage.db import read_tip
 
-from ._support import Poster, check_blocks_whole, env_without_weall, statuses
+from ._support import Poster, ProducerProcess, check_blocks_whole, statuses
 
 SEED_SETTING = os.environ.get("WEALL_TEST_SEED")
 KILLS_DEFAULT = 300
@@ -146,45 +140,24 @@ class KillStats:
 
 class KillLoop:
     def __init__(self, workdir: Path, rng: random.Random) -> None:
-        self.data = workdir / "data"
-        self.run_dir = Path(tempfile.mkdtemp(prefix="weall-kill-", dir="/tmp"))
-        self.env = {
-            **env_without_weall(),
-            "WEALL_DB_PATH": str(self.data / "weall.db"),
-            "WEALL_RUN_DIR": str(self.run_dir),
-            "WEALL_BLOCK_INTERVAL_MS": "20",
-            "WEALL_LOG_LEVEL": "WARNING",
-        }
-        self.config = config_module.load(self.env)
-        prepare_node(self.config, ["producer"])
+        self.producer = ProducerProcess(
+            workdir,
+            env={"WEALL_BLOCK_INTERVAL_MS": "20", "WEALL_LOG_LEVEL": "WARNING"},
+        )
+        self.data = self.producer.data
+        self.config = self.producer.config
+        self.log_path = self.producer.log_path
         self.rng = rng
-        self.log_path = workdir / "producer.log"
         self.stats = KillStats()
-        founder = keys.load_key_file(self.data / "keys" / "founder.key")
-        self.poster = Poster(founder, 1, body_chars=400)
+        self.poster = Poster(self.producer.founder(), 1, body_chars=400)
         self.checked_height = 0
 
     def close(self) -> None:
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.producer.close()
 
     async def start_producer(self) -> trio.Process:
         started = time.monotonic()
-        # A killed producer leaves its socket file behind.
-        self.config.producer_socket.unlink(missing_ok=True)
-        with self.log_path.open("ab") as log:
-            process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "weall", "actor", "producer"],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
-        with trio.fail_after(60):
-            while not self.config.producer_socket.exists():
-                if process.poll() is not None:
-                    raise AssertionError(
-                        f"producer exited {process.returncode}; see {self.log_path}"
-                    )
-                await trio.sleep(0.01)
+        process = await self.producer.start()
         self.stats.startup_s.append(time.monotonic() - started)
         return process
 
