@@ -593,14 +593,6 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
             raise ApiError("not_found", f"no group {group_id[:40]}")
         return json_response(view)
 
-    @app.get("/v1/media/<cid>/status")
-    @_doc(schemas.PinStatus)
-    async def media_status(cid: str) -> Response:
-        view = await reader.run(lambda conn: views.media_status_view(conn, cid))
-        if view is None:
-            raise ApiError("not_found", f"no pin request for {cid[:80]}")
-        return json_response(view)
-
     @app.get("/v1/pins/<pin_id>")
     @_doc(schemas.PinStatus)
     async def pin(pin_id: str) -> Response:

@@ -15,9 +15,15 @@
     The content, streamed from the backend, with the recorded media type and
     ``Content-Length``. Only content with an upload record or a pin request
     is served, so bytes of a rejected upload are never offered.
+``GET /v1/media/{cid}/status``
+    The replication status of the CID's pin: targets, confirmations,
+    shortfall, durable.
 ``GET /v1/operators/{id}/pins``
     The pins assigned to an operator, paged, for pinners that run apart
     from the node.
+
+Both ``{cid}`` routes accept any spelling of a CID (CIDv0, any multibase)
+and look up its CIDv1 base32 form, the one the state and the store use.
 
 NOTE: Quart buffers request body pieces that arrive faster than the backend
 stores them, so memory use stays near one piece only while the backend keeps
@@ -48,7 +54,8 @@ from quart import Response, request
 from quart_schema import document
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from weall.api.schemas import ErrorBody
+from weall.api import views
+from weall.api.schemas import ErrorBody, PinStatus
 from weall.api.session import ReplayCache, SessionError, SessionHeaders, verify_session
 from weall.errors import HTTP_STATUS, EncodingError, IpcError, IpfsError
 from weall.ipfs import AddResult, IpfsBackend, open_backend
@@ -76,6 +83,7 @@ __all__ = ["MediaService", "OperatorPins", "UploadResult", "register_media"]
 log = logging.getLogger(__name__)
 
 UPLOAD_SCOPE: Final = "IPFS_PIN_REQUEST"
+UPLOAD_PATH: Final = "/v1/media/upload"
 SUBMIT_TIMEOUT_S: Final = 30.0
 DEFAULT_PINS_PAGE: Final = 100
 _PIN_ID_RE: Final = re.compile(r"b[a-z2-7]{52}")
@@ -401,10 +409,9 @@ class MediaService:
         return fields
 
     async def download(self, cid_text: str) -> Response:
-        try:
-            cid = parse_cid(cid_text)
-        except IpfsError:
-            return _error("invalid_request", f"{cid_text[:80]!r} is not a CID")
+        cid = _normalized_cid(cid_text)
+        if isinstance(cid, Response):
+            return cid
         record = await self.records.get(cid)
         if (
             record is None
@@ -435,6 +442,15 @@ class MediaService:
         response.timeout = None
         return response
 
+    async def status(self, cid_text: str) -> Response:
+        cid = _normalized_cid(cid_text)
+        if isinstance(cid, Response):
+            return cid
+        view = await self.reader.run(lambda conn: views.media_status_view(conn, cid))
+        if view is None:
+            return _error("not_found", f"no pin request for {cid}")
+        return _json(view)
+
     async def operator_pins(self, operator: str) -> Response:
         if not is_account_id(operator):
             return _error("invalid_request", f"{operator[:40]!r} is not an account id")
@@ -455,6 +471,14 @@ class MediaService:
         if view is None:
             return _error("not_found", f"no account {operator}")
         return _json(view)
+
+
+def _normalized_cid(text: str) -> str | Response:
+    """Return the CIDv1 base32 form of ``text``, or a 400 response for text that is no CID."""
+    try:
+        return parse_cid(text)
+    except IpfsError:
+        return _error("invalid_request", f"{text[:80]!r} is not a CID")
 
 
 def _pin_request_fields(result: dict[str, Any]) -> dict[str, Any]:
@@ -514,7 +538,7 @@ def register_media(
         return decorate
 
     @route(
-        "/v1/media/upload",
+        UPLOAD_PATH,
         "post",
         responses={200: (UploadResult, None), 415: (ErrorBody, None)},
     )
@@ -524,6 +548,10 @@ def register_media(
     @route("/v1/media/<cid>", "get")
     async def media_content(cid: str) -> Response:
         return await service.download(cid)
+
+    @route("/v1/media/<cid>/status", "get", responses={200: (PinStatus, None)})
+    async def media_status(cid: str) -> Response:
+        return await service.status(cid)
 
     @route(
         "/v1/operators/<account_id>/pins",
