@@ -25,10 +25,13 @@
 Both ``{cid}`` routes accept any spelling of a CID (CIDv0, any multibase)
 and look up its CIDv1 base32 form, the one the state and the store use.
 
-NOTE: Quart buffers request body pieces that arrive faster than the backend
-stores them, so memory use stays near one piece only while the backend keeps
-up. The buffer never grows past ``WEALL_IPFS_MAX_UPLOAD_BYTES``, because the
-body limit closes the request first.
+Quart appends every piece of a request body that the server hands it to one
+buffer, however far the route lags behind. So ``UploadFlowControl`` (an ASGI
+middleware on the upload path) takes the next piece from the server only
+while the route has consumed all but ``UPLOAD_BUFFER_BYTES`` of what it was
+given. The server then stops reading the socket, and TCP slows the client.
+The api process holds about that buffer, a copy of it and the server's queue
+of a few pieces, whatever the body's size.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
 import trio
@@ -55,6 +58,7 @@ from quart_schema import document
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from weall.api import views
+from weall.api.limits import AsgiApp, Message, Receive, Send
 from weall.api.schemas import ErrorBody, PinStatus
 from weall.api.session import ReplayCache, SessionError, SessionHeaders, verify_session
 from weall.errors import HTTP_STATUS, EncodingError, IpcError, IpfsError
@@ -78,12 +82,23 @@ if TYPE_CHECKING:
     from weall.config import Config
     from weall.ipc import IpcClient
 
-__all__ = ["MediaService", "OperatorPins", "UploadResult", "register_media"]
+__all__ = [
+    "UPLOAD_BUFFER_BYTES",
+    "MediaService",
+    "OperatorPins",
+    "UploadFlowControl",
+    "UploadResult",
+    "register_media",
+]
 
 log = logging.getLogger(__name__)
 
 UPLOAD_SCOPE: Final = "IPFS_PIN_REQUEST"
 UPLOAD_PATH: Final = "/v1/media/upload"
+# Body bytes that an upload's route may have been given and not yet consumed.
+UPLOAD_BUFFER_BYTES: Final = 1024 * 1024
+# The key of an upload's ``_UploadFlow`` in the ASGI scope.
+_FLOW_SCOPE_KEY: Final = "weall.upload_flow"
 SUBMIT_TIMEOUT_S: Final = 30.0
 DEFAULT_PINS_PAGE: Final = 100
 _PIN_ID_RE: Final = re.compile(r"b[a-z2-7]{52}")
@@ -149,6 +164,53 @@ async def _read_file(path: Path, chunk_bytes: int = 256 * 1024) -> AsyncIterator
 
 class _BodyTooLargeError(Exception):
     pass
+
+
+class _UploadFlow:
+    """Counts the body bytes of one upload given to the app and consumed by the route."""
+
+    def __init__(self, buffer_bytes: int) -> None:
+        self.buffer_bytes = buffer_bytes
+        self.given = 0
+        self.consumed = 0
+        self._waiters = trio.lowlevel.ParkingLot()
+
+    async def wait_for_room(self) -> None:
+        while self.given - self.consumed >= self.buffer_bytes:
+            await self._waiters.park()
+
+    def consume(self, count: int) -> None:
+        self.consumed += count
+        self._waiters.unpark_all()
+
+
+class UploadFlowControl:
+    """ASGI middleware that hands an upload's body to the app no faster than the route consumes it.
+
+    Requests to other paths pass through untouched. A route that responds
+    without reading the body ends the request, which cancels the wait.
+    """
+
+    def __init__(self, app: AsgiApp, buffer_bytes: int = UPLOAD_BUFFER_BYTES) -> None:
+        self.app = app
+        self.buffer_bytes = buffer_bytes
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Receive, send: Send
+    ) -> None:
+        if scope["type"] != "http" or scope.get("path") != UPLOAD_PATH:
+            await self.app(scope, receive, send)
+            return
+        flow = _UploadFlow(self.buffer_bytes)
+
+        async def receive_when_consumed() -> Message:
+            await flow.wait_for_room()
+            message = await receive()
+            if message["type"] == "http.request":
+                flow.given += len(message.get("body", b""))
+            return message
+
+        await self.app({**scope, _FLOW_SCOPE_KEY: flow}, receive_when_consumed, send)
 
 
 def _error(
@@ -327,6 +389,7 @@ class MediaService:
 
     async def _hashed_body(self, digest: Any) -> AsyncIterator[bytes]:
         body = request.body
+        flow = request.scope.get(_FLOW_SCOPE_KEY)
         limit = self.config.ipfs_max_upload_bytes
         received = 0
         async for piece in body:
@@ -335,6 +398,9 @@ class MediaService:
                 raise _BodyTooLargeError
             digest.update(piece)
             yield piece
+            # The caller has stored the piece, so the next may come.
+            if isinstance(flow, _UploadFlow):
+                flow.consume(len(piece))
 
     async def _accept(
         self, added: AddResult, media_type: str, uploader: str
@@ -530,6 +596,9 @@ def register_media(
     service = MediaService(config, reader, producer)
     app.extensions["weall_media"] = service
     app.after_serving(service.aclose)
+    app.asgi_app = UploadFlowControl(  # type: ignore[method-assign,assignment]
+        cast("AsgiApp", app.asgi_app)
+    )
 
     def route(rule: str, method: str, **doc: Any) -> Callable[[Any], Any]:
         def decorate(view: Any) -> Any:
