@@ -65,6 +65,7 @@ INVALID_VALUES = [
     ("WEALL_PINNER_NODE_URL", "127.0.0.1:8000"),
     ("WEALL_PIN_RECHECK_S", "0"),
     ("WEALL_PINNER_POLL_S", "soon"),
+    ("WEALL_PIN_UNPIN_GRACE_S", "-1"),
     ("WEALL_ENV_FILE", "/nonexistent/weall.env"),
     ("WEALL_RUN_DIR", "/tmp/" + "r" * 120),
     ("WEALL_CONTROL_SOCKET", "/tmp/" + "c" * 120 + ".sock"),

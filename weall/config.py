@@ -93,6 +93,7 @@ class Config:
     pinner_node_url: str | None = None
     pin_recheck_s: float = 300.0
     pinner_poll_s: float = 2.0
+    pin_unpin_grace_s: float = 3600.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -348,6 +349,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         ),
         pin_recheck_s=read.number("WEALL_PIN_RECHECK_S", 300.0, 0.1, 86400),
         pinner_poll_s=read.number("WEALL_PINNER_POLL_S", 2.0, 0.05, 3600),
+        pin_unpin_grace_s=read.number("WEALL_PIN_UNPIN_GRACE_S", 3600.0, 0, 30 * 86400),
         extra={k: v for k, v in source.items() if k.startswith("WEALL_")},
     )
     _check_posture(config, source)

@@ -177,6 +177,15 @@ def test_page_loads_without_console_errors(tab: Tab, live: Live) -> None:
     )
 
 
+def test_backup_card_shows_checks_and_file(tab: Tab) -> None:
+    tab.open()
+    checks = tab.wait_text("#backup-verification", lambda text: "integrity" in text)
+    assert checks.startswith("passed")
+    assert "integrity ok" in checks
+    assert "schema v" in checks
+    assert tab.text("#backup-file") == "present, matches manifest"
+
+
 def test_height_grows_with_commits(tab: Tab, live: Live) -> None:
     tab.open()
     heights = [tab.height()]

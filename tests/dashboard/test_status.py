@@ -124,7 +124,9 @@ def test_status_reports_storage_and_backup(live: Live) -> None:
     assert last["height"] == backup["height"]
     assert last["size_bytes"] == backup["size_bytes"]
     assert last["verified"] is True
-    assert last["file_present"] is True
+    assert last["verification"]["integrity_check"] == "ok"
+    assert last["verification"]["tip_hash"] == backup["tip_hash"]
+    assert last["file"] == "present"
     assert last["age_s"] >= 0
 
 

@@ -172,6 +172,11 @@ def test_follower_serves_same_reads(tmp_path: Path, producer: Node) -> None:
     assert health["ok"] is True
     assert health["follower"]["state"] == "caught_up"
     assert health["follower"]["upstream"] == producer.url
+    # The journal settings come from the follower actor, which writes the database.
+    assert health["storage"]["source"] == "follower"
+    assert health["storage"]["journal_mode"] == "wal"
+    assert health["storage"]["synchronous"] == "NORMAL"
+    assert status["synchronous"] == "NORMAL"
 
 
 def test_follower_forwards_submissions(tmp_path: Path, producer: Node) -> None:

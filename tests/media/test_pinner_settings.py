@@ -25,6 +25,7 @@ def test_pinner_settings_defaults() -> None:
     assert config.pinner_node_url is None
     assert config.pin_recheck_s == 300.0
     assert config.pinner_poll_s == 2.0
+    assert config.pin_unpin_grace_s == 3600.0
 
 
 def test_pinner_settings_read() -> None:
@@ -33,12 +34,14 @@ def test_pinner_settings_read() -> None:
             "WEALL_PINNER_NODE_URL": "http://127.0.0.1:8000/",
             "WEALL_PIN_RECHECK_S": "0.5",
             "WEALL_PINNER_POLL_S": "0.25",
+            "WEALL_PIN_UNPIN_GRACE_S": "0",
         }
     )
 
     assert config.pinner_node_url == "http://127.0.0.1:8000"
     assert config.pin_recheck_s == 0.5
     assert config.pinner_poll_s == 0.25
+    assert config.pin_unpin_grace_s == 0.0
 
 
 @pytest.mark.parametrize(
@@ -50,6 +53,8 @@ def test_pinner_settings_read() -> None:
         ),
         pytest.param("WEALL_PIN_RECHECK_S", "0", id="recheck-zero"),
         pytest.param("WEALL_PINNER_POLL_S", "soon", id="poll-text"),
+        pytest.param("WEALL_PIN_UNPIN_GRACE_S", "-1", id="grace-negative"),
+        pytest.param("WEALL_PIN_UNPIN_GRACE_S", "nan", id="grace-nan"),
     ],
 )
 def test_pinner_settings_rejected(variable: str, value: str) -> None:

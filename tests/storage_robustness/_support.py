@@ -9,6 +9,7 @@
 - ``build_chain``: a data directory whose chain is built in-process with the
   real writer and block builder, to make large databases quickly.
 - ``check_blocks_whole``: no block row without exactly its transactions.
+- ``ProducerProcess``: a data directory and ``weall actor producer`` runs on it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import json
 import os
 import random
 import secrets
+import shutil
 import sqlite3
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,10 +31,11 @@ from typing import Any, TypeVar
 
 import httpx
 import orjson
+import trio
 from e2e.node import Node
 
 from weall import config as config_module
-from weall.bootstrap import create_database, dev_genesis
+from weall.bootstrap import create_database, dev_genesis, prepare_node
 from weall.protocol import keys
 from weall.protocol.block import build_block
 from weall.protocol.envelope import build_envelope, parse_envelope
@@ -453,3 +458,50 @@ def env_without_weall() -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith("WEALL_") and k != "PORT"
     }
+
+
+class ProducerProcess:
+    """A dev data directory under ``workdir`` and ``weall actor producer`` runs on it.
+
+    Each ``start`` launches a new producer process, appending its output to
+    ``workdir/producer.log``, and returns once its socket exists.
+    """
+
+    def __init__(self, workdir: Path, *, env: dict[str, str] | None = None) -> None:
+        self.data = workdir / "data"
+        # Unix socket paths must stay short, so the run directory lives in /tmp.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="weall-producer-", dir="/tmp"))
+        self.env = {
+            **env_without_weall(),
+            "WEALL_DB_PATH": str(self.data / "weall.db"),
+            "WEALL_RUN_DIR": str(self.run_dir),
+            **(env or {}),
+        }
+        self.config = config_module.load(self.env)
+        prepare_node(self.config, ["producer"])
+        self.log_path = workdir / "producer.log"
+
+    def founder(self) -> keys.KeyPair:
+        return keys.load_key_file(self.data / "keys" / "founder.key")
+
+    def close(self) -> None:
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    async def start(self) -> trio.Process:
+        # A killed producer leaves its socket file behind.
+        self.config.producer_socket.unlink(missing_ok=True)
+        with self.log_path.open("ab") as log:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "weall", "actor", "producer"],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
+        with trio.fail_after(60):
+            while not self.config.producer_socket.exists():
+                if process.poll() is not None:
+                    raise AssertionError(
+                        f"producer exited {process.returncode}; see {self.log_path}"
+                    )
+                await trio.sleep(0.01)
+        return process

@@ -11,10 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from weall import config as config_module
-from weall.bootstrap import create_database, dev_genesis
 from weall.errors import StorageError
-from weall.protocol import keys
 from weall.storage.backup import (
     list_manifests,
     prune_backups,
@@ -118,9 +115,19 @@ def test_backup_under_load_keeps_block_cadence(tmp_path: Path) -> None:
 
         backup = node.workdir / manifest["path"]
         _check_manifest(node, backup, manifest)
+        verify_from = time.monotonic()
         verified = node.cli_json("backup", "--verify", str(backup))
+        print(f"backup --verify took {time.monotonic() - verify_from:.2f} s")
         assert verified["height"] == manifest["height"]
         assert verified["manifest"] == "matched"
+
+        # The producer lock is checked before the backup is verified.
+        rejected_from = time.monotonic()
+        rejected = node.cli("restore", str(backup))
+        rejected_s = time.monotonic() - rejected_from
+        print(f"restore of the running node rejected in {rejected_s:.2f} s")
+        assert rejected.returncode == 1
+        assert "stop the node before restoring" in rejected.stderr
     finally:
         node.stop()
 
@@ -152,16 +159,6 @@ def _check_manifest(
 
 
 # -- retention ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def small_db(tmp_path: Path) -> Path:
-    data = tmp_path / "data"
-    node, founder = keys.generate("@node"), keys.generate("@founder")
-    document = dev_genesis(node, founder, chain_id="weall-dev")
-    config = config_module.load({"WEALL_DB_PATH": str(data / "weall.db")})
-    create_database(config, document, node)
-    return config.db_path
 
 
 def _expected_kept(

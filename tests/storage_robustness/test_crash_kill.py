@@ -16,6 +16,12 @@ after each kill, before anything opens the database: frames of the current
 WAL generation after its last commit frame are a transaction that the kill
 cut short, so their count shows how many kills landed inside a commit.
 
+The default form aims at ``KILLS_DEFAULT`` kills but stops the loop after
+``BUDGET_DEFAULT_S`` seconds, so that the whole test stays near three
+minutes on a loaded machine. It then passes with as few as
+``MIN_KILLS_DEFAULT`` kills, and prints how many it reached. The long form
+(``--run-long``) must reach all of its kills.
+
 Seed: ``WEALL_TEST_SEED`` (default: random, printed), read at import
 because the autouse fixture clears ``WEALL_*`` variables before each test.
 """
@@ -27,12 +33,9 @@ import errno
 import json
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import struct
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,21 +44,20 @@ from typing import Any
 import pytest
 import trio
 
-from weall import config as config_module
 from weall import ipc
-from weall.bootstrap import prepare_node
 from weall.commands.verify import verify_chain
 from weall.errors import IpcError
-from weall.protocol import keys
 from weall.storage.db import read_tip
 
-from ._support import Poster, check_blocks_whole, env_without_weall, statuses
+from ._support import Poster, ProducerProcess, check_blocks_whole, statuses
 
 SEED_SETTING = os.environ.get("WEALL_TEST_SEED")
-KILLS_DEFAULT = 100
-BUDGET_DEFAULT_S = 180.0
-KILLS_LONG = 500
-BUDGET_LONG_S = 900.0
+KILLS_DEFAULT = 300
+MIN_KILLS_DEFAULT = 100
+# The drain and the final replay take about 10 to 30 s more.
+BUDGET_DEFAULT_S = 140.0
+KILLS_LONG = 1000
+BUDGET_LONG_S = 1200.0
 BATCH = 32
 MAX_KILL_DELAY_S = 0.25
 WAL_HEADER = struct.Struct(">IIIIIIII")
@@ -138,45 +140,24 @@ class KillStats:
 
 class KillLoop:
     def __init__(self, workdir: Path, rng: random.Random) -> None:
-        self.data = workdir / "data"
-        self.run_dir = Path(tempfile.mkdtemp(prefix="weall-kill-", dir="/tmp"))
-        self.env = {
-            **env_without_weall(),
-            "WEALL_DB_PATH": str(self.data / "weall.db"),
-            "WEALL_RUN_DIR": str(self.run_dir),
-            "WEALL_BLOCK_INTERVAL_MS": "20",
-            "WEALL_LOG_LEVEL": "WARNING",
-        }
-        self.config = config_module.load(self.env)
-        prepare_node(self.config, ["producer"])
+        self.producer = ProducerProcess(
+            workdir,
+            env={"WEALL_BLOCK_INTERVAL_MS": "20", "WEALL_LOG_LEVEL": "WARNING"},
+        )
+        self.data = self.producer.data
+        self.config = self.producer.config
+        self.log_path = self.producer.log_path
         self.rng = rng
-        self.log_path = workdir / "producer.log"
         self.stats = KillStats()
-        founder = keys.load_key_file(self.data / "keys" / "founder.key")
-        self.poster = Poster(founder, 1, body_chars=400)
+        self.poster = Poster(self.producer.founder(), 1, body_chars=400)
         self.checked_height = 0
 
     def close(self) -> None:
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.producer.close()
 
     async def start_producer(self) -> trio.Process:
         started = time.monotonic()
-        # A killed producer leaves its socket file behind.
-        self.config.producer_socket.unlink(missing_ok=True)
-        with self.log_path.open("ab") as log:
-            process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "weall", "actor", "producer"],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
-        with trio.fail_after(60):
-            while not self.config.producer_socket.exists():
-                if process.poll() is not None:
-                    raise AssertionError(
-                        f"producer exited {process.returncode}; see {self.log_path}"
-                    )
-                await trio.sleep(0.01)
+        process = await self.producer.start()
         self.stats.startup_s.append(time.monotonic() - started)
         return process
 
@@ -297,7 +278,9 @@ class KillLoop:
         return status
 
 
-async def _run_kills(tmp_path: Path, kills: int, budget_s: float) -> None:
+async def _run_kills(
+    tmp_path: Path, kills: int, budget_s: float, *, min_kills: int
+) -> None:
     seed = int(SEED_SETTING or random.SystemRandom().randrange(2**32))
     print(f"\nseed={seed}")
     loop = KillLoop(tmp_path, random.Random(seed))
@@ -327,6 +310,7 @@ async def _run_kills(tmp_path: Path, kills: int, budget_s: float) -> None:
         json.dumps(
             {
                 "kills": stats.kills,
+                "kills_target": kills,
                 "kills_on_wal_write": stats.kills_on_write,
                 "seconds": round(elapsed, 1),
                 "kills_inside_a_commit": stats.torn_kills,
@@ -341,17 +325,19 @@ async def _run_kills(tmp_path: Path, kills: int, budget_s: float) -> None:
             }
         )
     )
-    assert stats.kills >= kills, f"only {stats.kills} kills in {budget_s} s"
+    assert stats.kills >= min_kills, f"only {stats.kills} kills in {budget_s} s"
     assert stats.heights[-1] > stats.heights[0], "no block was committed between kills"
 
 
 @pytest.mark.slow
 async def test_producer_survives_sigkill_storm(tmp_path: Path) -> None:
-    await _run_kills(tmp_path, KILLS_DEFAULT, BUDGET_DEFAULT_S)
+    await _run_kills(
+        tmp_path, KILLS_DEFAULT, BUDGET_DEFAULT_S, min_kills=MIN_KILLS_DEFAULT
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.long
 @pytest.mark.timeout(BUDGET_LONG_S + 300)
 async def test_producer_survives_long_sigkill_storm(tmp_path: Path) -> None:
-    await _run_kills(tmp_path, KILLS_LONG, BUDGET_LONG_S)
+    await _run_kills(tmp_path, KILLS_LONG, BUDGET_LONG_S, min_kills=KILLS_LONG)

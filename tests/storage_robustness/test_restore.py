@@ -129,3 +129,27 @@ def test_verify_and_restore_reject_damaged_backup(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         conn.close()
+
+
+def test_restore_checks_lock_before_verifying(tmp_path: Path) -> None:
+    """A running node is rejected before the backup is read at all."""
+    node = StorageNode(tmp_path)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database " * 4096)
+    node.start()
+    node.wait_ready()
+    try:
+        while_running = node.cli("restore", str(garbage))
+    finally:
+        assert node.stop() == 0
+    assert while_running.returncode == 1
+    assert "stop the node before restoring" in while_running.stderr.splitlines()[-1]
+
+    # With the node stopped, the same file fails its verification.
+    while_stopped = node.cli("restore", str(garbage))
+    assert while_stopped.returncode == 1
+    last = while_stopped.stderr.splitlines()[-1]
+    assert "stop the node" not in last
+    assert "no SQLite header" in last, while_stopped.stderr
+    assert "Traceback" not in while_stopped.stderr
+    assert not list(node.data.glob("weall.db.before-restore-*"))

@@ -1,4 +1,9 @@
-"""``synchronous=FULL`` in genesis mode, ``NORMAL`` in dev, as ``/health`` reports."""
+"""``synchronous=FULL`` in genesis mode, ``NORMAL`` in dev, as ``/health`` reports.
+
+``/health`` shows the settings that the producer read back from its own
+connection. Only when the producer does not reply does it show the api's
+configuration, with ``source: "config"``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import pytest
 
 from weall.storage.db import open_readwrite
 
-from ._support import StorageNode
+from ._support import StorageNode, wait_for
 
 # PRAGMA synchronous reads back 1 for NORMAL and 2 for FULL.
 LEVELS = {"NORMAL": 1, "FULL": 2}
@@ -48,6 +53,7 @@ def test_dev_mode_reports_normal(tmp_path: Path) -> None:
         assert health["mode"] == "dev"
         assert health["storage"]["synchronous"] == "NORMAL"
         assert health["storage"]["journal_mode"] == "wal"
+        assert health["storage"]["source"] == "producer"
         assert "synchronous=NORMAL" in _producer_line(node)
     finally:
         assert node.stop() == 0
@@ -96,15 +102,54 @@ def test_genesis_mode_reports_full(tmp_path: Path) -> None:
         },
     )
     node.start()
+    # An api of its own, as in a deployment with one container for the api:
+    # its configuration (dev mode) requests NORMAL.
+    api = StorageNode(
+        tmp_path / "api",
+        env={
+            "WEALL_MODE": "dev",
+            "WEALL_CHAIN_ID": "weall-test",
+            "WEALL_DB_PATH": str(node.db_path),
+            "WEALL_GENESIS_PATH": str(genesis),
+            "WEALL_NODE_KEY_PATH": str(node_key),
+            "WEALL_RUN_DIR": str(node.run_dir),
+            "WEALL_CONTROL_SOCKET": str(tmp_path / "api" / "supervisor.sock"),
+        },
+        args=["--actors", "api"],
+    )
+    api.workdir.mkdir()
     try:
         node.wait_ready()
         health = node.get("/health").json()
         assert health["mode"] == "genesis"
         assert health["chain_id"] == "weall-test"
         assert health["storage"]["synchronous"] == "FULL"
+        assert health["storage"]["source"] == "producer"
         assert "synchronous=FULL" in _producer_line(node)
+
+        api.start()
+        api.wait_ready()
+        split = api.get("/health").json()
+        assert split["mode"] == "dev"
+        assert split["storage"]["synchronous"] == "FULL"
+        assert split["storage"]["journal_mode"] == "wal"
+        assert split["storage"]["source"] == "producer"
     finally:
         assert node.stop() == 0
+
+    try:
+        # Without a producer, the api shows its own configuration, marked so.
+        fallback = wait_for(
+            lambda: (
+                (doc := api.get("/health").json())["storage"]["source"] == "config"
+                and doc
+            ),
+            timeout=30,
+            what="/health without a producer",
+        )
+        assert fallback["storage"]["synchronous"] == "NORMAL"
+    finally:
+        assert api.stop() == 0
     conn = sqlite3.connect(f"file:{tmp_path / 'data' / 'weall.db'}?mode=ro", uri=True)
     try:
         assert (

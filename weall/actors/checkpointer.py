@@ -14,11 +14,19 @@ capped exponential backoff (``RETRY_FIRST_S`` doubling up to
 instead of sleeping, so the WAL is truncated within ``RETRY_MAX_S`` of the
 last old reader finishing. A round that needed retries logs one line.
 
-Every ``WEALL_BACKUP_INTERVAL_S`` seconds (0 turns it off) it takes a live
-backup into ``WEALL_BACKUP_DIR`` and prunes old ones to the retention. The
-WAL could not be folded into the database while a backup's read transaction
-was open. So between rounds the checkpointer looks for a new manifest in
-``WEALL_BACKUP_DIR`` every ``BACKUP_POLL_S`` (from this actor or from
+It takes a live backup into ``WEALL_BACKUP_DIR`` whenever the newest backup
+there is older than ``WEALL_BACKUP_INTERVAL_S`` (0 turns scheduled backups
+off), at start too, and prunes old ones to the retention. The schedule is
+timed from the newest manifest's ``created_ms``, not from the actor's start,
+so a node restarted more often than the interval still gets its backups,
+and a ``weall backup`` moves the next scheduled one. The directory is read
+again at least every ``BACKUP_RECHECK_S``. A failed backup is tried again
+after ``BACKUP_RETRY_S`` (or the interval, when shorter). A manifest dated
+in the future (the clock went back) does not count, so the schedule goes on.
+
+The WAL could not be folded into the database while a backup's read
+transaction was open. So between rounds the checkpointer looks for a new
+manifest in ``WEALL_BACKUP_DIR`` every ``BACKUP_POLL_S`` (from this actor or from
 ``weall backup``), and when one appears it runs a TRUNCATE round at once,
 whatever the WAL's size.
 
@@ -29,6 +37,7 @@ WAL is then truncated only once it passes its limit or PASSIVE leaves frames.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -39,11 +48,19 @@ from weall import ipc
 from weall.actors._base import stop_event
 from weall.config import Config
 from weall.errors import IpcError, StorageError
-from weall.storage.backup import prune_backups, take_backup
+from weall.storage.backup import (
+    BackupInProgressError,
+    BackupManifest,
+    newest_manifest,
+    prune_backups,
+    take_backup,
+)
 
 __all__ = [
     "CheckpointRound",
+    "TruncateAttempts",
     "checkpoint_round",
+    "next_backup_due",
     "run",
     "truncate_with_retries",
     "wal_path",
@@ -58,6 +75,9 @@ CALL_TIMEOUT_S: Final = 60.0
 # Busy rounds in a row between two warnings about the same reader.
 BUSY_LOG_EVERY: Final = 10
 BACKUP_POLL_S: Final = 0.25
+BACKUP_RECHECK_S: Final = 60.0
+BACKUP_RETRY_S: Final = 300.0
+BACKUP_BUSY_RETRY_S: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -107,25 +127,38 @@ def _left_frames(answer: dict[str, Any]) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class TruncateAttempts:
+    """The TRUNCATE checkpoints of one round: the last reply and the pauses before retries."""
+
+    answer: dict[str, Any]
+    attempts: int
+    # Seconds slept before each retry, in order.
+    delays_s: tuple[float, ...]
+
+
 async def truncate_with_retries(
     client: ipc.IpcClient, budget_s: float
-) -> tuple[dict[str, Any], int]:
+) -> TruncateAttempts:
     """Run a TRUNCATE checkpoint, retrying a busy one until ``budget_s`` has passed.
 
-    Returns the last answer and the number of attempts.
+    The pause before each retry starts at ``RETRY_FIRST_S`` and doubles up
+    to ``RETRY_MAX_S``.
     """
     deadline = trio.current_time() + budget_s
     delay = RETRY_FIRST_S
-    attempts = 0
+    delays: list[float] = []
     while True:
         answer = await _checkpoint(client, "TRUNCATE")
-        attempts += 1
         if not answer["busy"] or trio.current_time() + delay > deadline:
-            return answer, attempts
+            return TruncateAttempts(answer, len(delays) + 1, tuple(delays))
         log.debug(
-            "checkpoint busy mode=TRUNCATE attempt=%d retry_in=%.2f", attempts, delay
+            "checkpoint busy mode=TRUNCATE attempt=%d retry_in=%.2f",
+            len(delays) + 1,
+            delay,
         )
         await trio.sleep(delay)
+        delays.append(delay)
         delay = min(delay * 2, RETRY_MAX_S)
 
 
@@ -164,26 +197,47 @@ async def checkpoint_round(
                 wal_size(config.db_path),
                 trio.current_time() - started,
             )
-    answer, more = await truncate_with_retries(client, config.checkpoint_interval_s)
+    truncated = await truncate_with_retries(client, config.checkpoint_interval_s)
     return CheckpointRound(
         "TRUNCATE",
-        bool(answer["busy"]),
-        attempts + more,
-        more - 1,
+        bool(truncated.answer["busy"]),
+        attempts + truncated.attempts,
+        truncated.attempts - 1,
         before,
         wal_size(config.db_path),
         trio.current_time() - started,
     )
 
 
-def _backup_sync(config: Config) -> dict[str, Any]:
+def next_backup_due(
+    backup_dir: Path, interval_s: float, now_ms: int
+) -> tuple[float, BackupManifest | None]:
+    """Return the seconds until the next scheduled backup (0 when due) and the newest backup.
+
+    Backups dated after ``now_ms`` are left out: they mean the clock went
+    back, and counting them would hold the schedule until it catches up.
+    """
+    newest = newest_manifest(backup_dir, before_ms=now_ms)
+    if newest is None:
+        return 0.0, None
+    age_s = (now_ms - newest.created_ms) / 1000
+    return max(0.0, interval_s - age_s), newest
+
+
+def _backup_sync(config: Config) -> BackupManifest:
     manifest = take_backup(config.db_path, config.backup_dir)
     prune_backups(
         config.backup_dir,
         keep_daily=config.backup_keep_daily,
         keep_weekly=config.backup_keep_weekly,
     )
-    return {"file": manifest.file, "height": manifest.height}
+    return manifest
+
+
+def _due_now(config: Config) -> tuple[float, BackupManifest | None]:
+    return next_backup_due(
+        config.backup_dir, config.backup_interval_s, int(time.time() * 1000)
+    )
 
 
 async def backup_loop(config: Config) -> None:
@@ -191,15 +245,50 @@ async def backup_loop(config: Config) -> None:
     if interval <= 0:
         log.info("scheduled backups off (WEALL_BACKUP_INTERVAL_S=0)")
         return
+    # The newest backup whose schedule was logged; "" when none was logged yet.
+    announced: str | None = ""
+    failures = 0
     while True:
-        await trio.sleep(interval)
-        try:
-            result = await trio.to_thread.run_sync(_backup_sync, config)
-        except (StorageError, OSError) as exc:
-            log.error("scheduled backup failed: %s", exc)
+        wait_s, newest = await trio.to_thread.run_sync(_due_now, config)
+        if wait_s > 0:
+            newest_file = None if newest is None else newest.file
+            if newest_file != announced:
+                log.info(
+                    "next scheduled backup in %.0f s newest=%s interval_s=%d",
+                    wait_s,
+                    newest_file,
+                    interval,
+                )
+                announced = newest_file
+            await trio.sleep(min(wait_s, BACKUP_RECHECK_S))
             continue
+        try:
+            manifest = await trio.to_thread.run_sync(_backup_sync, config)
+        except BackupInProgressError as exc:
+            # The other backup's manifest moves the schedule once it is done.
+            log.info("scheduled backup waits: %s", exc)
+            await trio.sleep(min(interval, BACKUP_BUSY_RETRY_S))
+            continue
+        except (StorageError, OSError) as exc:
+            failures += 1
+            delay = min(interval, BACKUP_RETRY_S)
+            log.error(
+                "scheduled backup failed failures=%d retry_in=%.0f: %s",
+                failures,
+                delay,
+                exc,
+            )
+            announced = ""
+            await trio.sleep(delay)
+            continue
+        if failures:
+            log.info("scheduled backup recovered failures=%d", failures)
+            failures = 0
         log.info(
-            "scheduled backup done file=%s height=%d", result["file"], result["height"]
+            "scheduled backup done file=%s height=%d duration_s=%.2f",
+            manifest.file,
+            manifest.height,
+            manifest.duration_s,
         )
 
 

@@ -79,6 +79,7 @@ class Follower:
                 "role": "follower",
                 "pool_size": 0,
                 **self.syncer.statistics(),
+                **self.writer.applied,
             }
         if op == "checkpoint":
             return await self._checkpoint(str(request.get("mode", "PASSIVE")))

@@ -34,16 +34,27 @@ handles each pin that is due:
 An accepted confirmation is not sent again while its transaction is
 pending, for at most ``CONFIRM_RESEND_S``.
 
-TODO: pins released by a heal stay pinned in this operator's backend, and
-an operator frees that space by hand (``pin/rm``). The pinner cannot tell
-them apart from the api's ``WEALL_IPFS_PIN_ON_UPLOAD`` pins, which share the
-node's store.
+Unpinning: the pinner records each CID it pins in a ``PinLedger``
+(``pinner/pins-<account>.json`` beside ``WEALL_DB_PATH``). When a poll finds
+a recorded CID that no current assignment of the operator names (a heal
+released the target, or replaced a withdrawn operator), it notes the time,
+and ``WEALL_PIN_UNPIN_GRACE_S`` later it unpins the CID and logs it. A CID
+assigned again within the grace period stays pinned. A CID that was already
+pinned when the pinner came to pin it (by the api's
+``WEALL_IPFS_PIN_ON_UPLOAD``, or by hand) is never unpinned. Releases are
+looked for only while the operator account exists on the chain, so a
+pinner pointed at the wrong node unpins nothing. Assignments that this
+operator confirmed before the ledger existed are added to it at first
+sight, except in a node with ``WEALL_IPFS_PIN_ON_UPLOAD=1``, where they may
+be the api's pins. Unpinning frees no space in the ``local`` backend, which
+never deletes blocks, while Kubo frees it at its next garbage collection.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -56,7 +67,8 @@ from weall.errors import IpfsError, StartupError
 from weall.ipfs import IpfsBackend, open_backend
 from weall.ipfs.unixfs import parse_cid
 from weall.media.backoff import Backoff
-from weall.media.chain import DbPinSource, PinSource, SourceError
+from weall.media.chain import Assignments, DbPinSource, PinSource, SourceError
+from weall.media.ledger import PinLedger
 from weall.media.remote import HttpPinSource, NodeClient
 from weall.protocol import keys
 from weall.storage.reader import ReadPool
@@ -104,6 +116,17 @@ class PinStatistics:
     confirmed_ok: int
     confirmed_lost: int
     failures: int
+    unpinned: int
+
+
+@dataclass(frozen=True)
+class Unpinning:
+    """The settings and ledger with which a pinner undoes pins that the chain released."""
+
+    ledger: PinLedger
+    grace_s: float
+    # Whether confirmed pins missing from the ledger are taken as this pinner's.
+    adopt_confirmed: bool
 
 
 class Pinner:
@@ -117,18 +140,23 @@ class Pinner:
         *,
         poll_s: float,
         recheck_s: float,
+        unpinning: Unpinning,
     ) -> None:
         self.backend = backend
         self.source = source
         self.account = account
         self.poll_s = poll_s
         self.recheck_s = recheck_s
+        self.unpinning = unpinning
+        self.ledger = unpinning.ledger
         self.pins: dict[str, _PinState] = {}
         self.active: bool | None = None
         self._limiter = trio.CapacityLimiter(PIN_CONCURRENCY)
+        self._ledger_lock = trio.Lock()
         self._confirmed_ok = 0
         self._confirmed_lost = 0
         self._failures = 0
+        self._unpinned = 0
 
     def statistics(self) -> PinStatistics:
         return PinStatistics(
@@ -136,6 +164,7 @@ class Pinner:
             confirmed_ok=self._confirmed_ok,
             confirmed_lost=self._confirmed_lost,
             failures=self._failures,
+            unpinned=self._unpinned,
         )
 
     async def run_loop(self) -> None:
@@ -178,6 +207,8 @@ class Pinner:
         for pin_id in [p for p in self.pins if p not in current]:
             state = self.pins.pop(pin_id)
             log.info("pin released pin_id=%s cid=%s", pin_id, state.cid)
+        if assignments.exists:
+            await self._unpin_released(assignments)
         now = trio.current_time()
         async with trio.open_nursery() as nursery:
             for pin_id, entry in current.items():
@@ -192,6 +223,74 @@ class Pinner:
                     )
                 if self._is_due(entry, self.pins[pin_id], now):
                     nursery.start_soon(self._work, entry, self.pins[pin_id])
+
+    async def _unpin_released(self, assignments: Assignments) -> None:
+        """Note ledger CIDs that no assignment names, and unpin those released long enough."""
+        assigned = {parse_cid(entry["cid"]) for entry in assignments.pins}
+        if self.unpinning.adopt_confirmed:
+            for entry in assignments.pins:
+                if entry["ok"] is True:
+                    self.ledger.record(parse_cid(entry["cid"]), owned=True)
+        now_ms = int(time.time() * 1000)
+        grace_ms = self.unpinning.grace_s * 1000
+        due = []
+        for cid, held in self.ledger.pins.items():
+            if cid in assigned:
+                if held.released_at_ms is not None:
+                    self.ledger.clear_released(cid)
+                    log.info("pin assigned again cid=%s; it stays pinned", cid)
+            elif held.released_at_ms is None:
+                self.ledger.mark_released(cid, now_ms)
+                log.info(
+                    "pin no longer assigned cid=%s account=%s unpin_in_s=%.0f",
+                    cid,
+                    self.account,
+                    self.unpinning.grace_s,
+                )
+            elif now_ms - held.released_at_ms >= grace_ms:
+                due.append(cid)
+        for cid in due:
+            await self._unpin(cid, now_ms)
+        await self._save_ledger()
+
+    async def _unpin(self, cid: str, now_ms: int) -> None:
+        held = self.ledger.pins[cid]
+        released_s = (now_ms - (held.released_at_ms or now_ms)) / 1000
+        if not held.owned:
+            log.info(
+                "released pin left in place cid=%s: it was pinned before this pinner pinned it",
+                cid,
+            )
+            self.ledger.remove(cid)
+            return
+        try:
+            await self.backend.unpin(cid)
+        except IpfsError as exc:
+            log.warning("unpin failed cid=%s; retrying at the next poll: %s", cid, exc)
+            return
+        self.ledger.remove(cid)
+        self._unpinned += 1
+        log.info(
+            "unpinned released content cid=%s account=%s released_s=%.1f",
+            cid,
+            self.account,
+            released_s,
+        )
+
+    async def _save_ledger(self) -> None:
+        # Pins are worked on concurrently, and two writes would share one
+        # temporary file.
+        async with self._ledger_lock:
+            text = self.ledger.take_changes()
+            if text is None:
+                return
+            try:
+                await trio.to_thread.run_sync(self.ledger.write, text)
+            except OSError as exc:
+                self.ledger.keep_unsaved()
+                log.warning(
+                    "pin ledger not saved path=%s error=%s", self.ledger.path, exc
+                )
 
     def _is_due(self, entry: dict[str, Any], state: _PinState, now: float) -> bool:
         """Return whether a pin needs work now, so that idle pins cost no task."""
@@ -284,6 +383,7 @@ class Pinner:
         if trio.current_time() < state.retry_at:
             return
         try:
+            await self._note_pinning(state.cid)
             await self._acquire(state.cid)
         except CidMismatchError as exc:
             log.warning(
@@ -306,6 +406,19 @@ class Pinner:
                 errors,
             )
         await self._send(state, ok=True)
+
+    async def _note_pinning(self, cid: str) -> None:
+        """Record ``cid`` in the ledger before pinning it, so that a crash after the pin leaves it recorded.
+
+        Raises:
+            IpfsError: the backend could not tell whether the CID is pinned.
+        """
+        normalized = parse_cid(cid)
+        if normalized in self.ledger:
+            return
+        already = await self.backend.is_pinned(normalized)
+        self.ledger.record(normalized, owned=not already)
+        await self._save_ledger()
 
     async def _acquire(self, cid: str) -> None:
         """Make the backend hold ``cid`` pinned, fetching it from the node when the source can.
@@ -394,6 +507,15 @@ class Pinner:
             )
 
 
+def _unpinning(config: Config, account: str, *, adopt_confirmed: bool) -> Unpinning:
+    path = config.data_dir / "pinner" / f"pins-{account.lstrip('@')}.json"
+    return Unpinning(
+        ledger=PinLedger.load(path, account),
+        grace_s=config.pin_unpin_grace_s,
+        adopt_confirmed=adopt_confirmed,
+    )
+
+
 def _explicit_chain_id(config: Config) -> str | None:
     return config.chain_id if config.extra.get("WEALL_CHAIN_ID") else None
 
@@ -421,13 +543,21 @@ async def _run_in_node(config: Config, task_status: trio.TaskStatus[None]) -> No
                 key.account,
                 poll_s=config.pinner_poll_s,
                 recheck_s=config.pin_recheck_s,
+                # With pins on upload, the api's pins share this store.
+                unpinning=_unpinning(
+                    config,
+                    key.account,
+                    adopt_confirmed=not config.ipfs_pin_on_upload,
+                ),
             )
             log.info(
-                "pinner started mode=node account=%s backend=%s poll_s=%s recheck_s=%s",
+                "pinner started mode=node account=%s backend=%s poll_s=%s recheck_s=%s "
+                "unpin_grace_s=%s",
                 key.account,
                 config.ipfs_backend,
                 config.pinner_poll_s,
                 config.pin_recheck_s,
+                config.pin_unpin_grace_s,
             )
             task_status.started()
             await pinner.run_loop()
@@ -455,14 +585,17 @@ async def _run_standalone(config: Config, task_status: trio.TaskStatus[None]) ->
                 key.account,
                 poll_s=config.pinner_poll_s,
                 recheck_s=config.pin_recheck_s,
+                unpinning=_unpinning(config, key.account, adopt_confirmed=True),
             )
             log.info(
-                "pinner started mode=standalone account=%s node_url=%s backend=%s poll_s=%s recheck_s=%s",
+                "pinner started mode=standalone account=%s node_url=%s backend=%s poll_s=%s "
+                "recheck_s=%s unpin_grace_s=%s",
                 key.account,
                 config.pinner_node_url,
                 config.ipfs_backend,
                 config.pinner_poll_s,
                 config.pin_recheck_s,
+                config.pin_unpin_grace_s,
             )
             task_status.started()
             await pinner.run_loop()

@@ -613,6 +613,7 @@ class Producer:
             "pool_size": len(self.pool),
             "storage_full": self.storage_full,
             "blocks_committed": self.blocks_committed,
+            **self.writer.applied,
         }
 
 

@@ -46,6 +46,7 @@ from weall.protocol import canonical
 from weall.protocol.envelope import parse_envelope
 from weall.protocol.genesis import genesis_info
 from weall.protocol.txtypes import GenesisInfo
+from weall.storage.health import journal_settings
 from weall.storage.reader import ReadPool
 
 __all__ = ["ApiError", "create_app"]
@@ -427,8 +428,7 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
                 "tip": head["hash"] if head else None,
                 "actors": {name: info.get("state") for name, info in actors.items()},
                 "storage": {
-                    "journal_mode": "wal",
-                    "synchronous": config.synchronous,
+                    **await journal_settings(producer, config),
                     "db_path": config.db_path.name,
                 },
             }
@@ -598,14 +598,6 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         view = await reader.run(lambda conn: views.group_view(conn, group_id, limit))
         if view is None:
             raise ApiError("not_found", f"no group {group_id[:40]}")
-        return json_response(view)
-
-    @app.get("/v1/media/<cid>/status")
-    @_doc(schemas.PinStatus)
-    async def media_status(cid: str) -> Response:
-        view = await reader.run(lambda conn: views.media_status_view(conn, cid))
-        if view is None:
-            raise ApiError("not_found", f"no pin request for {cid[:80]}")
         return json_response(view)
 
     @app.get("/v1/pins/<pin_id>")

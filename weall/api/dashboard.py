@@ -9,6 +9,13 @@ submits anything.
 ``/v1/node/status`` adds what those routes do not show: the actors from the
 supervisor's ``actors.json``, the WAL size, the newest backup manifest and the
 storage settings. It never includes a key, a secret or a file path.
+
+The newest backup is shown with the verification its manifest records and
+with the state of its file: ``present``, ``missing``, or ``changed`` when
+its size or SHA-256 no longer matches the manifest. The SHA-256 is computed
+only when the file's size or modification time differs from what the
+manifest (or the previous check) recorded, so a status request costs a
+``stat`` in the usual case.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +39,7 @@ from werkzeug.exceptions import NotFound
 from weall import __version__
 from weall.config import ACTOR_NAMES, Config
 from weall.storage import queries
-from weall.storage.backup import BackupManifest, list_manifests
+from weall.storage.backup import BackupManifest, list_manifests, sha256_file
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -40,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
+    "BackupFileCheck",
     "FileFacts",
     "read_actors",
     "read_chain_facts",
@@ -85,7 +94,8 @@ class FileFacts:
     wal_bytes: int | None
     backup_count: int
     last_backup: BackupManifest | None
-    last_backup_present: bool
+    # "present", "missing" or "changed"; None when there is no backup.
+    last_backup_file: str | None
 
 
 def _load_assets() -> dict[str, bytes]:
@@ -158,16 +168,70 @@ def _manifests(backup_dir: Path) -> list[BackupManifest]:
     return manifests
 
 
-def read_file_facts(config: Config) -> FileFacts:
+class BackupFileCheck:
+    """Compares a backup file with its manifest, hashing it only when it may have changed.
+
+    The file is ``missing`` when it cannot be read, ``changed`` when its size
+    or SHA-256 differs from the manifest, and ``present`` otherwise. When its
+    modification time equals the manifest's ``mtime_ns``, the file is taken
+    as unchanged without reading it. Otherwise its SHA-256 is computed once
+    and the result kept until its size or modification time changes again.
+    ``hashes`` counts the files hashed. Safe to call from several threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (path, size, mtime_ns, manifest SHA-256) -> state of the last file hashed.
+        self._last: tuple[tuple[Path, int, int, str], str] | None = None
+        self.hashes = 0
+
+    def state(self, path: Path, manifest: BackupManifest) -> str:
+        try:
+            info = path.stat()
+        except OSError:
+            return "missing"
+        if info.st_size != manifest.size_bytes:
+            return "changed"
+        if manifest.mtime_ns is not None and info.st_mtime_ns == manifest.mtime_ns:
+            return "present"
+        key = (path, info.st_size, info.st_mtime_ns, manifest.sha256)
+        with self._lock:
+            if self._last is not None and self._last[0] == key:
+                return self._last[1]
+            try:
+                digest = sha256_file(path)
+            except OSError as exc:
+                log.warning("backup file unreadable path=%s: %s", path.name, exc)
+                return "missing"
+            self.hashes += 1
+            state = "present" if digest == manifest.sha256 else "changed"
+            if state == "changed":
+                log.warning(
+                    "backup file does not match its manifest file=%s sha256=%s",
+                    path.name,
+                    digest,
+                )
+            self._last = (key, state)
+            return state
+
+
+_backup_file_check = BackupFileCheck()
+
+
+def read_file_facts(
+    config: Config, backup_check: BackupFileCheck = _backup_file_check
+) -> FileFacts:
     """Read the status file, stat the database and read the backup manifests.
 
-    It blocks, so the routes call it in a worker thread.
+    It blocks (and may hash the newest backup), so the routes call it in a
+    worker thread.
     """
     manifests = _manifests(config.backup_dir)
     last = manifests[-1] if manifests else None
-    present = (
-        last is not None
-        and _file_size(config.backup_dir / last.file) == last.size_bytes
+    file_state = (
+        None
+        if last is None
+        else backup_check.state(config.backup_dir / last.file, last)
     )
     return FileFacts(
         actors=read_actors(config.run_dir),
@@ -175,7 +239,7 @@ def read_file_facts(config: Config) -> FileFacts:
         wal_bytes=_file_size(config.db_path.with_name(config.db_path.name + "-wal")),
         backup_count=len(manifests),
         last_backup=last,
-        last_backup_present=present,
+        last_backup_file=file_state,
     )
 
 
@@ -256,10 +320,41 @@ def _actors_part(
     return rows
 
 
+# The verification fields of a manifest that the status shows.
+_VERIFICATION_FIELDS: Final = (
+    "verified_at_ms",
+    "duration_s",
+    "integrity_check",
+    "schema_version",
+    "genesis_hash",
+    "tip_hash",
+    "height",
+)
+
+
+def _verification_part(last: BackupManifest) -> dict[str, Any] | None:
+    recorded = last.verification
+    if not isinstance(recorded, dict):
+        return None
+    return {name: recorded.get(name) for name in _VERIFICATION_FIELDS}
+
+
+def _passed(verification: dict[str, Any] | None, last: BackupManifest) -> bool:
+    """Return whether the recorded checks passed on the blocks that the manifest describes."""
+    return (
+        verification is not None
+        and verification["integrity_check"] == "ok"
+        and verification["tip_hash"] == last.tip_hash
+        and verification["height"] == last.height
+        and verification["genesis_hash"] == last.genesis_hash
+    )
+
+
 def _backup_part(files: FileFacts, now_ms: int) -> dict[str, Any]:
     last = files.last_backup
     if last is None:
         return {"count": files.backup_count, "last": None}
+    verification = _verification_part(last)
     return {
         "count": files.backup_count,
         "last": {
@@ -271,9 +366,10 @@ def _backup_part(files: FileFacts, now_ms: int) -> dict[str, Any]:
             "sha256_prefix": last.sha256[:16],
             "duration_s": last.duration_s,
             "schema_version": last.schema_version,
-            # take_backup writes the manifest only after the copy passed its checks.
-            "verified": True,
-            "file_present": files.last_backup_present,
+            # Manifests written before verification was recorded have none.
+            "verification": verification,
+            "verified": _passed(verification, last),
+            "file": files.last_backup_file,
         },
     }
 

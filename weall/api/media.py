@@ -15,14 +15,23 @@
     The content, streamed from the backend, with the recorded media type and
     ``Content-Length``. Only content with an upload record or a pin request
     is served, so bytes of a rejected upload are never offered.
+``GET /v1/media/{cid}/status``
+    The replication status of the CID's pin: targets, confirmations,
+    shortfall, durable.
 ``GET /v1/operators/{id}/pins``
     The pins assigned to an operator, paged, for pinners that run apart
     from the node.
 
-NOTE: Quart buffers request body pieces that arrive faster than the backend
-stores them, so memory use stays near one piece only while the backend keeps
-up. The buffer never grows past ``WEALL_IPFS_MAX_UPLOAD_BYTES``, because the
-body limit closes the request first.
+Both ``{cid}`` routes accept any spelling of a CID (CIDv0, any multibase)
+and look up its CIDv1 base32 form, the one the state and the store use.
+
+Quart appends every piece of a request body that the server hands it to one
+buffer, however far the route lags behind. So ``UploadFlowControl`` (an ASGI
+middleware on the upload path) takes the next piece from the server only
+while the route has consumed all but ``UPLOAD_BUFFER_BYTES`` of what it was
+given. The server then stops reading the socket, and TCP slows the client.
+The api process holds about that buffer, a copy of it and the server's queue
+of a few pieces, whatever the body's size.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
 import trio
@@ -48,7 +57,9 @@ from quart import Response, request
 from quart_schema import document
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from weall.api.schemas import ErrorBody
+from weall.api import views
+from weall.api.limits import AsgiApp, Message, Receive, Send
+from weall.api.schemas import ErrorBody, PinStatus
 from weall.api.session import ReplayCache, SessionError, SessionHeaders, verify_session
 from weall.errors import HTTP_STATUS, EncodingError, IpcError, IpfsError
 from weall.ipfs import AddResult, IpfsBackend, open_backend
@@ -71,11 +82,23 @@ if TYPE_CHECKING:
     from weall.config import Config
     from weall.ipc import IpcClient
 
-__all__ = ["MediaService", "OperatorPins", "UploadResult", "register_media"]
+__all__ = [
+    "UPLOAD_BUFFER_BYTES",
+    "MediaService",
+    "OperatorPins",
+    "UploadFlowControl",
+    "UploadResult",
+    "register_media",
+]
 
 log = logging.getLogger(__name__)
 
 UPLOAD_SCOPE: Final = "IPFS_PIN_REQUEST"
+UPLOAD_PATH: Final = "/v1/media/upload"
+# Body bytes that an upload's route may have been given and not yet consumed.
+UPLOAD_BUFFER_BYTES: Final = 1024 * 1024
+# The key of an upload's ``_UploadFlow`` in the ASGI scope.
+_FLOW_SCOPE_KEY: Final = "weall.upload_flow"
 SUBMIT_TIMEOUT_S: Final = 30.0
 DEFAULT_PINS_PAGE: Final = 100
 _PIN_ID_RE: Final = re.compile(r"b[a-z2-7]{52}")
@@ -141,6 +164,53 @@ async def _read_file(path: Path, chunk_bytes: int = 256 * 1024) -> AsyncIterator
 
 class _BodyTooLargeError(Exception):
     pass
+
+
+class _UploadFlow:
+    """Counts the body bytes of one upload given to the app and consumed by the route."""
+
+    def __init__(self, buffer_bytes: int) -> None:
+        self.buffer_bytes = buffer_bytes
+        self.given = 0
+        self.consumed = 0
+        self._waiters = trio.lowlevel.ParkingLot()
+
+    async def wait_for_room(self) -> None:
+        while self.given - self.consumed >= self.buffer_bytes:
+            await self._waiters.park()
+
+    def consume(self, count: int) -> None:
+        self.consumed += count
+        self._waiters.unpark_all()
+
+
+class UploadFlowControl:
+    """ASGI middleware that hands an upload's body to the app no faster than the route consumes it.
+
+    Requests to other paths pass through untouched. A route that responds
+    without reading the body ends the request, which cancels the wait.
+    """
+
+    def __init__(self, app: AsgiApp, buffer_bytes: int = UPLOAD_BUFFER_BYTES) -> None:
+        self.app = app
+        self.buffer_bytes = buffer_bytes
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Receive, send: Send
+    ) -> None:
+        if scope["type"] != "http" or scope.get("path") != UPLOAD_PATH:
+            await self.app(scope, receive, send)
+            return
+        flow = _UploadFlow(self.buffer_bytes)
+
+        async def receive_when_consumed() -> Message:
+            await flow.wait_for_room()
+            message = await receive()
+            if message["type"] == "http.request":
+                flow.given += len(message.get("body", b""))
+            return message
+
+        await self.app({**scope, _FLOW_SCOPE_KEY: flow}, receive_when_consumed, send)
 
 
 def _error(
@@ -319,6 +389,7 @@ class MediaService:
 
     async def _hashed_body(self, digest: Any) -> AsyncIterator[bytes]:
         body = request.body
+        flow = request.scope.get(_FLOW_SCOPE_KEY)
         limit = self.config.ipfs_max_upload_bytes
         received = 0
         async for piece in body:
@@ -327,6 +398,9 @@ class MediaService:
                 raise _BodyTooLargeError
             digest.update(piece)
             yield piece
+            # The caller has stored the piece, so the next may come.
+            if isinstance(flow, _UploadFlow):
+                flow.consume(len(piece))
 
     async def _accept(
         self, added: AddResult, media_type: str, uploader: str
@@ -401,10 +475,9 @@ class MediaService:
         return fields
 
     async def download(self, cid_text: str) -> Response:
-        try:
-            cid = parse_cid(cid_text)
-        except IpfsError:
-            return _error("invalid_request", f"{cid_text[:80]!r} is not a CID")
+        cid = _normalized_cid(cid_text)
+        if isinstance(cid, Response):
+            return cid
         record = await self.records.get(cid)
         if (
             record is None
@@ -435,6 +508,15 @@ class MediaService:
         response.timeout = None
         return response
 
+    async def status(self, cid_text: str) -> Response:
+        cid = _normalized_cid(cid_text)
+        if isinstance(cid, Response):
+            return cid
+        view = await self.reader.run(lambda conn: views.media_status_view(conn, cid))
+        if view is None:
+            return _error("not_found", f"no pin request for {cid}")
+        return _json(view)
+
     async def operator_pins(self, operator: str) -> Response:
         if not is_account_id(operator):
             return _error("invalid_request", f"{operator[:40]!r} is not an account id")
@@ -455,6 +537,14 @@ class MediaService:
         if view is None:
             return _error("not_found", f"no account {operator}")
         return _json(view)
+
+
+def _normalized_cid(text: str) -> str | Response:
+    """Return the CIDv1 base32 form of ``text``, or a 400 response for text that is no CID."""
+    try:
+        return parse_cid(text)
+    except IpfsError:
+        return _error("invalid_request", f"{text[:80]!r} is not a CID")
 
 
 def _pin_request_fields(result: dict[str, Any]) -> dict[str, Any]:
@@ -506,6 +596,9 @@ def register_media(
     service = MediaService(config, reader, producer)
     app.extensions["weall_media"] = service
     app.after_serving(service.aclose)
+    app.asgi_app = UploadFlowControl(  # type: ignore[method-assign,assignment]
+        cast("AsgiApp", app.asgi_app)
+    )
 
     def route(rule: str, method: str, **doc: Any) -> Callable[[Any], Any]:
         def decorate(view: Any) -> Any:
@@ -514,7 +607,7 @@ def register_media(
         return decorate
 
     @route(
-        "/v1/media/upload",
+        UPLOAD_PATH,
         "post",
         responses={200: (UploadResult, None), 415: (ErrorBody, None)},
     )
@@ -524,6 +617,10 @@ def register_media(
     @route("/v1/media/<cid>", "get")
     async def media_content(cid: str) -> Response:
         return await service.download(cid)
+
+    @route("/v1/media/<cid>/status", "get", responses={200: (PinStatus, None)})
+    async def media_status(cid: str) -> Response:
+        return await service.status(cid)
 
     @route(
         "/v1/operators/<account_id>/pins",

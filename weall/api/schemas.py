@@ -413,6 +413,10 @@ class PinStatus(_Fixed):
 class StorageSettings(_Fixed):
     journal_mode: str
     synchronous: str
+    source: Literal["producer", "follower", "config"] = Field(
+        description="where the two settings come from: the actor that writes the "
+        "database, or this process's configuration when that actor did not answer"
+    )
     db_path: str = Field(description="the database file's name, without its directory")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from weall.storage.backup import (
     take_backup,
     verify_backup,
 )
+from weall.storage.lock import is_locked
 
 __all__ = ["register"]
 
@@ -89,8 +91,8 @@ def _expected_genesis(config: config_module.Config) -> str | None:
 def restore_command(args: argparse.Namespace) -> int:
     config = config_module.load()
     expected = _expected_genesis(config)
-    try:
-        facts = verify_backup(args.file)
+
+    def accept(facts: dict[str, Any]) -> None:
         if (
             expected is not None
             and facts["genesis_hash"] != expected
@@ -101,7 +103,11 @@ def restore_command(args: argparse.Namespace) -> int:
                 f"{config.genesis_path} is genesis {expected}; pass --other-chain only if "
                 "this data directory is to become that chain"
             )
-        facts = _restore_with_progress(args.file, config.db_path, config.lock_path)
+
+    try:
+        facts = _restore_with_progress(
+            args.file, config.db_path, config.lock_path, accept
+        )
     except StorageError as exc:
         raise StartupError(str(exc)) from None
     print(json.dumps({"ok": True, "restored": str(args.file), **facts}))
@@ -115,17 +121,23 @@ def _file_size(path: Path) -> int | None:
         return None
 
 
-def _newest_temp(directory: Path, *, since: float) -> tuple[Path, int] | None:
-    """Return the newest ``weall-*.db.tmp`` modified after ``since``, with its size."""
-    newest: tuple[float, Path, int] | None = None
-    for path in directory.glob("weall-*.db.tmp"):
-        try:
-            info = path.stat()
-        except OSError:
-            continue
-        if info.st_mtime >= since and (newest is None or info.st_mtime > newest[0]):
-            newest = (info.st_mtime, path, info.st_size)
-    return None if newest is None else (newest[1], newest[2])
+class _BackupSteps:
+    """The step a running ``take_backup`` is at, written by its thread."""
+
+    def __init__(self) -> None:
+        # One attribute, so a reader never sees one step's name with another's path.
+        self.current: tuple[str, Path] | None = None
+
+    def __call__(self, step: str, path: Path) -> None:
+        if step == "waiting":
+            holder = is_locked(path) or "unknown"
+            print(
+                f"weall backup: another backup (pid {holder}) is being taken into "
+                f"{path.parent}; waiting for it to finish",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.current = (step, path)
 
 
 def _take_with_progress(db_path: Path, directory: Path) -> BackupManifest:
@@ -133,21 +145,32 @@ def _take_with_progress(db_path: Path, directory: Path) -> BackupManifest:
 
     The total is the size of the database and its WAL, an upper bound:
     ``VACUUM INTO`` leaves out free pages, so the copy may end below it.
+    The copy followed is the one that this backup names, so a stale
+    temporary file never shows as progress. While another backup into the
+    same directory runs, it waits for that one to finish.
     """
     wal = db_path.with_name(db_path.name + "-wal")
     total = (_file_size(db_path) or 0) + (_file_size(wal) or 0)
-    started = time.time()
+    steps = _BackupSteps()
 
     def poll(progress: Progress) -> None:
-        temp = _newest_temp(directory, since=started - 1)
-        if temp is not None:
-            progress.update(temp[1])
-            progress.set_phase("copying")
-        elif progress.statistics().count:
-            progress.set_phase("verifying and hashing")
+        if steps.current is None:
+            return
+        step, path = steps.current
+        if step == "copying":
+            size = _file_size(path)
+            if size is not None:
+                progress.update(size)
+        progress.set_phase(
+            "waiting for another backup to finish" if step == "waiting" else step
+        )
 
     with Progress("backup", total=total, unit="bytes") as progress:
-        manifest = run_watched(lambda: take_backup(db_path, directory), progress, poll)
+        manifest = run_watched(
+            lambda: take_backup(db_path, directory, on_step=steps, wait_s=None),
+            progress,
+            poll,
+        )
         progress.set_total(manifest.size_bytes)
         progress.update(manifest.size_bytes)
     return manifest
@@ -162,7 +185,10 @@ def _verify_with_progress(path: Path) -> dict[str, Any]:
 
 
 def _restore_with_progress(
-    backup: Path, db_path: Path, lock_path: Path
+    backup: Path,
+    db_path: Path,
+    lock_path: Path,
+    accept: Callable[[dict[str, Any]], None],
 ) -> dict[str, Any]:
     """Run ``restore_backup``, reporting the size of the copy it writes."""
     temp = db_path.with_name(db_path.name + ".restore.tmp")
@@ -180,7 +206,9 @@ def _restore_with_progress(
 
     with Progress("restore", total=size, unit="bytes") as progress:
         facts = run_watched(
-            lambda: restore_backup(backup, db_path, lock_path), progress, poll
+            lambda: restore_backup(backup, db_path, lock_path, accept=accept),
+            progress,
+            poll,
         )
         progress.update(size or 0)
     return facts

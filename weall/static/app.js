@@ -251,8 +251,6 @@
     if (!last) {
       return card("Last backup", el("p", { class: "muted", id: "backup-none" }, "No backup yet (" + backup.count + " manifests)."));
     }
-    const check = last.verified ? badge("verified", "ok") : badge("not verified", "bad");
-    const present = last.file_present ? badge("file present", "ok") : badge("file missing", "bad");
     return card(
       "Last backup",
       facts([
@@ -260,11 +258,41 @@
         ["taken", formatTime(last.created_ms) + " (" + formatDuration(last.age_s) + " ago)"],
         ["size", formatBytes(last.size_bytes)],
         ["sha256", el("span", { class: "hash" }, last.sha256_prefix + "…")],
-        ["checks", el("span", {}, check, " ", present)],
+        ["verification", verificationFacts(last), "backup-verification"],
+        ["file", backupFileBadge(last.file), "backup-file"],
         ["took", formatDuration(last.duration_s)],
         ["backups kept", String(backup.count)],
       ]),
     );
+  }
+
+  // The checks that the manifest records, run on the copy before it was renamed into place.
+  function verificationFacts(last) {
+    const checked = last.verification;
+    if (!checked) {
+      return badge("not recorded", "pending");
+    }
+    const result = last.verified ? badge("passed", "ok") : badge("failed", "bad");
+    return el(
+      "span",
+      {},
+      result,
+      " integrity " + checked.integrity_check + ", schema v" + checked.schema_version + ", genesis ",
+      hashText(checked.genesis_hash),
+      ", tip ",
+      hashText(checked.tip_hash),
+      ", at " + formatTime(checked.verified_at_ms),
+    );
+  }
+
+  function backupFileBadge(state) {
+    if (state === "present") {
+      return badge("present, matches manifest", "ok");
+    }
+    if (state === "changed") {
+      return badge("changed: size or SHA-256 differs from manifest", "bad");
+    }
+    return badge(state || "unknown", "bad");
   }
 
   function countsCard(status) {

@@ -7,11 +7,16 @@ producer keeps writing meanwhile because WAL readers never block the writer.
 No incremental backup is used, since one that pauses between steps restarts
 after every commit and never finishes under load.
 
-Steps: write ``NAME.db.tmp``, fsync it, verify it (integrity check, schema
-version, genesis hash, tip hash), rename it to ``NAME.db``, fsync the
-directory, then write ``NAME.json`` (height, tip hash, time, size, SHA-256)
-the same way. ``verify_backup`` also checks a file against the manifest
-beside it, which finds changed bytes that the integrity check cannot see.
+Steps: take the backup directory's lock (``backup.lock``), delete the
+temporary files that earlier backups left when they were killed, write
+``NAME.db.tmp``, fsync it, verify it (integrity check, schema version,
+genesis hash, tip hash), rename it to ``NAME.db``, fsync the directory, then
+write ``NAME.json`` (height, tip hash, time, size, modification time,
+SHA-256 and the verification's results) the same way. The lock makes a
+second backup into the same directory fail at once with
+``BackupInProgressError``, so no backup deletes another's temporary file.
+``verify_backup`` also checks a file against the manifest beside it, which
+finds changed bytes that the integrity check cannot see.
 """
 
 from __future__ import annotations
@@ -24,29 +29,59 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from weall.errors import StartupError, StorageError
 from weall.storage import queries
 from weall.storage.db import check_file, open_readonly, write_tip
-from weall.storage.lock import ProducerLock, is_locked
+from weall.storage.lock import FileLock, ProducerLock, is_locked
 from weall.storage.schema import SCHEMA_VERSION, current_version
 
 __all__ = [
+    "LOCK_NAME",
+    "BackupInProgressError",
     "BackupManifest",
+    "list_manifests",
+    "newest_manifest",
     "prune_backups",
+    "remove_stale_temps",
     "restore_backup",
+    "sha256_file",
     "take_backup",
     "verify_backup",
 ]
 
 log = logging.getLogger(__name__)
 
+# The lock file in the backup directory, held while a backup is taken.
+LOCK_NAME: Final = "backup.lock"
+# Temporary files of a backup: the copy, then its manifest.
+TEMP_PATTERNS: Final = ("weall-*.db.tmp", "weall-*.json.tmp")
+LOCK_POLL_S: Final = 0.2
+
+# Called with the step a backup is at ("copying", "verifying", "hashing")
+# and the file that step reads or writes.
+StepHook = Callable[[str, Path], None]
+
+
+class BackupInProgressError(StorageError):
+    """Another process is taking a backup into the same directory."""
+
 
 @dataclass(frozen=True)
 class BackupManifest:
+    """The description of one backup, stored as ``NAME.json`` beside ``NAME.db``.
+
+    ``mtime_ns`` is the backup file's modification time once it was renamed
+    into place, and ``verification`` the checks it passed before that
+    (``verified_at_ms``, ``duration_s``, ``integrity_check``,
+    ``schema_version``, ``genesis_hash``, ``tip_hash``, ``height``).
+    Manifests written before these fields existed read as ``None``.
+    """
+
     file: str
     height: int
     tip_hash: str
@@ -57,6 +92,8 @@ class BackupManifest:
     size_bytes: int
     sha256: str
     duration_s: float
+    mtime_ns: int | None = None
+    verification: dict[str, Any] | None = None
 
 
 def _fsync_path(path: Path) -> None:
@@ -67,7 +104,8 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Return the hex SHA-256 of a file, read in 1 MiB pieces."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(1024 * 1024):
@@ -117,7 +155,7 @@ def _check_against_manifest(path: Path, manifest: BackupManifest) -> None:
         raise StorageError(
             f"backup {path} is {size} bytes but its manifest records {manifest.size_bytes}"
         )
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != manifest.sha256:
         raise StorageError(
             f"backup {path} has SHA-256 {digest} but its manifest records {manifest.sha256}: "
@@ -136,7 +174,7 @@ def _verify_database(path: Path, expected_genesis: str | None) -> dict[str, Any]
     except sqlite3.Error as exc:
         raise StorageError(f"backup {path} cannot be opened: {exc}") from exc
     try:
-        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        result = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
         if result != "ok":
             raise StorageError(f"backup {path} failed the integrity check: {result}")
         version = current_version(conn)
@@ -165,20 +203,106 @@ def _verify_database(path: Path, expected_genesis: str | None) -> dict[str, Any]
         "genesis_hash": genesis,
         "chain_id": stored.get("chain_id"),
         "schema_version": version,
+        "integrity_check": result,
     }
 
 
+def remove_stale_temps(backup_dir: Path) -> list[Path]:
+    """Delete the temporary files of backups that were killed; return their paths.
+
+    Call it only while holding the directory's lock, because then no backup
+    is running that could own one of them.
+    """
+    removed = []
+    for pattern in TEMP_PATTERNS:
+        for path in sorted(backup_dir.glob(pattern)):
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            log.warning(
+                "removed temporary file of an unfinished backup path=%s size_bytes=%d",
+                path,
+                size,
+            )
+            removed.append(path)
+    return removed
+
+
+def _lock_backup_dir(
+    backup_dir: Path, wait_s: float | None, on_step: StepHook
+) -> FileLock:
+    """Take the directory's lock, polling for up to ``wait_s`` (``None``: no limit)."""
+    lock = FileLock(backup_dir / LOCK_NAME)
+    deadline = None if wait_s is None else time.monotonic() + wait_s
+    waiting = False
+    while (holder := lock.try_acquire()) is not None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise BackupInProgressError(
+                f"another backup (pid {holder}) is being taken into {backup_dir}; "
+                "wait for it to finish"
+            )
+        if not waiting:
+            log.info(
+                "backup waits for another backup pid=%s dir=%s", holder, backup_dir
+            )
+            on_step("waiting", lock.path)
+            waiting = True
+        time.sleep(LOCK_POLL_S)
+    return lock
+
+
 def take_backup(
-    db_path: Path, backup_dir: Path, *, now: dt.datetime | None = None
+    db_path: Path,
+    backup_dir: Path,
+    *,
+    now: dt.datetime | None = None,
+    on_step: StepHook | None = None,
+    wait_s: float | None = 0.0,
 ) -> BackupManifest:
-    """Take a verified live backup of ``db_path`` into ``backup_dir``."""
-    started = time.monotonic()
-    moment = now or dt.datetime.now(dt.UTC)
+    """Take a verified live backup of ``db_path`` into ``backup_dir``.
+
+    While another backup into ``backup_dir`` runs, it waits up to ``wait_s``
+    seconds for it to finish (``None``: no limit). ``on_step`` is called
+    from this thread as each step starts, "waiting" included.
+
+    Raises:
+        BackupInProgressError: another backup was still running after ``wait_s``.
+        StorageError: the copy or its verification failed.
+    """
+    step = on_step or _no_step
     backup_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_backup_dir(backup_dir, wait_s, step)
+    try:
+        remove_stale_temps(backup_dir)
+        # Named after the moment it starts copying, so after any wait.
+        moment = now or dt.datetime.now(dt.UTC)
+        manifest = _take_locked(db_path, backup_dir, moment, step)
+    finally:
+        lock.release()
+    log.info(
+        "backup taken file=%s height=%d size_bytes=%d duration_s=%.2f",
+        manifest.file,
+        manifest.height,
+        manifest.size_bytes,
+        manifest.duration_s,
+    )
+    return manifest
+
+
+def _no_step(step: str, path: Path) -> None:
+    pass
+
+
+def _take_locked(
+    db_path: Path, backup_dir: Path, moment: dt.datetime, on_step: StepHook
+) -> BackupManifest:
+    started = time.monotonic()
     name = f"weall-{moment.strftime('%Y%m%dT%H%M%S%fZ')}"
     final = backup_dir / f"{name}.db"
     temp = backup_dir / f"{name}.db.tmp"
-    temp.unlink(missing_ok=True)
+    on_step("copying", temp)
     conn = open_readonly(db_path, query_only=False)
     try:
         genesis = queries.meta(conn).get("genesis_hash")
@@ -190,12 +314,25 @@ def take_backup(
         conn.close()
     try:
         _fsync_path(temp)
+        on_step("verifying", temp)
+        checked = time.monotonic()
         facts = verify_backup(temp, expected_genesis=genesis)
+        verification = {
+            "verified_at_ms": int(time.time() * 1000),
+            "duration_s": round(time.monotonic() - checked, 3),
+            "integrity_check": facts["integrity_check"],
+            "schema_version": facts["schema_version"],
+            "genesis_hash": facts["genesis_hash"],
+            "tip_hash": facts["tip_hash"],
+            "height": facts["height"],
+        }
         os.replace(temp, final)
         _fsync_path(backup_dir)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    on_step("hashing", final)
+    info = final.stat()
     manifest = BackupManifest(
         file=final.name,
         height=facts["height"],
@@ -204,18 +341,13 @@ def take_backup(
         chain_id=facts["chain_id"],
         schema_version=facts["schema_version"],
         created_ms=int(moment.timestamp() * 1000),
-        size_bytes=final.stat().st_size,
-        sha256=_sha256(final),
+        size_bytes=info.st_size,
+        sha256=sha256_file(final),
         duration_s=round(time.monotonic() - started, 3),
+        mtime_ns=info.st_mtime_ns,
+        verification=verification,
     )
     _write_manifest(backup_dir / f"{name}.json", manifest)
-    log.info(
-        "backup taken file=%s height=%d size_bytes=%d duration_s=%.2f",
-        final.name,
-        manifest.height,
-        manifest.size_bytes,
-        manifest.duration_s,
-    )
     return manifest
 
 
@@ -231,6 +363,7 @@ def _write_manifest(path: Path, manifest: BackupManifest) -> None:
 
 
 def list_manifests(backup_dir: Path) -> list[BackupManifest]:
+    """Read every readable ``weall-*.json`` manifest in ``backup_dir``, in name order."""
     manifests = []
     for path in sorted(backup_dir.glob("weall-*.json")):
         try:
@@ -240,6 +373,22 @@ def list_manifests(backup_dir: Path) -> list[BackupManifest]:
         except (OSError, ValueError, TypeError) as exc:
             log.warning("skipping unreadable manifest path=%s: %s", path, exc)
     return manifests
+
+
+def newest_manifest(
+    backup_dir: Path, *, before_ms: int | None = None
+) -> BackupManifest | None:
+    """Return the manifest of the newest backup whose file is still there, or ``None``.
+
+    With ``before_ms``, backups created after that time are left out.
+    """
+    present = [
+        m
+        for m in list_manifests(backup_dir)
+        if (before_ms is None or m.created_ms <= before_ms)
+        and (backup_dir / m.file).exists()
+    ]
+    return max(present, key=lambda m: m.created_ms, default=None)
 
 
 def prune_backups(backup_dir: Path, *, keep_daily: int, keep_weekly: int) -> list[str]:
@@ -277,14 +426,23 @@ def prune_backups(backup_dir: Path, *, keep_daily: int, keep_weekly: int) -> lis
     return deleted
 
 
-def restore_backup(backup: Path, db_path: Path, lock_path: Path) -> dict[str, Any]:
+def restore_backup(
+    backup: Path,
+    db_path: Path,
+    lock_path: Path,
+    *,
+    accept: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Replace ``db_path`` by a verified copy of ``backup``; the node must be stopped.
 
-    The restore holds the producer lock throughout, so no producer can start
-    on a half-restored directory. The database it replaces is kept beside it
-    as ``weall.db.before-restore-<time>``, with its ``-wal`` file renamed the
-    same way so that the copy keeps every block it held. The tip file is
-    rewritten to the backup's tip.
+    The producer lock is taken first, so a running node is refused at once,
+    before the slow verification of a large backup. The restore holds the
+    lock throughout, so no producer can start on a half-restored directory.
+    ``accept`` is called with ``verify_backup``'s result before anything is
+    replaced, and may raise to stop the restore. The database it replaces is
+    kept beside it as ``weall.db.before-restore-<time>``, with its ``-wal``
+    file renamed the same way so that the copy keeps every block it held.
+    The tip file is rewritten to the backup's tip.
 
     Raises:
         StartupError: a producer holds the lock.
@@ -300,6 +458,8 @@ def restore_backup(backup: Path, db_path: Path, lock_path: Path) -> dict[str, An
         ) from None
     try:
         facts = verify_backup(backup)
+        if accept is not None:
+            accept(facts)
         _replace_database(backup, db_path)
         write_tip(db_path, facts["height"], facts["tip_hash"], sync=True)
         _fsync_path(db_path.parent)

@@ -33,6 +33,7 @@ __all__ = [
     "RESTORE_HINT",
     "SPACE_PROBE_BYTES",
     "Tip",
+    "applied_settings",
     "check_file",
     "check_tip",
     "has_free_space",
@@ -58,6 +59,7 @@ WRITER_CACHE_KIB: Final = 64 * 1024
 
 # Values that ``PRAGMA synchronous`` reads back.
 _SYNCHRONOUS_LEVELS: Final = {"NORMAL": 1, "FULL": 2}
+_SYNCHRONOUS_NAMES: Final = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 # Header bytes 18 and 19 (file format write and read versions) are 2 in WAL mode.
 _WAL_FORMAT: Final = 2
 
@@ -121,6 +123,25 @@ def open_readwrite(
     except sqlite3.Error as exc:
         raise translate_error(exc, f"open {path}") from exc
     return conn
+
+
+def applied_settings(conn: sqlite3.Connection) -> dict[str, str]:
+    """Read back the journal mode and the synchronous level that ``conn`` runs with.
+
+    Returns ``{"journal_mode": "wal", "synchronous": "FULL"}`` and the like.
+
+    Raises:
+        StorageError: SQLite failed.
+    """
+    try:
+        journal_mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+        level = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    except sqlite3.Error as exc:
+        raise translate_error(exc, "read the journal settings") from exc
+    return {
+        "journal_mode": journal_mode,
+        "synchronous": _SYNCHRONOUS_NAMES.get(level, str(level)),
+    }
 
 
 def translate_error(exc: sqlite3.Error, operation: str) -> StorageError:

@@ -1,7 +1,8 @@
-"""The producer's exclusive lock on a data directory.
+"""Exclusive locks on files: the producer's lock on a data directory, and others.
 
-``flock`` on ``weall.db.lock`` beside the database. The kernel drops the lock
-when the holder dies, so a crashed producer never leaves a stale lock.
+``flock`` on a lock file that records the holder's pid. The kernel drops the
+lock when the holder dies, so a crashed holder never leaves a stale lock.
+The producer's lock is ``weall.db.lock`` beside the database.
 """
 
 from __future__ import annotations
@@ -12,17 +13,23 @@ from pathlib import Path
 
 from weall.errors import StartupError
 
-__all__ = ["ProducerLock", "is_locked"]
+__all__ = ["FileLock", "ProducerLock", "is_locked"]
 
 
-class ProducerLock:
-    """Holds the lock from ``acquire()`` until ``release()`` or process exit."""
+class FileLock:
+    """An exclusive ``flock`` on ``path``, held from ``try_acquire()`` until ``release()``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def try_acquire(self) -> str | None:
+        """Take the lock without waiting; return ``None``, or the holder's pid text.
+
+        The lock file is created (mode 0600) when missing and never deleted,
+        because a process that opened a deleted lock file would lock a
+        different file than the next process.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -30,20 +37,35 @@ class ProducerLock:
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
-            raise StartupError(
-                f"another producer (pid {holder}) holds {self.path}; "
-                "only one producer may write a database, stop the other one first"
-            ) from None
+            return holder
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         os.fsync(fd)
         self._fd = fd
+        return None
 
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+class ProducerLock(FileLock):
+    """The lock that one producer holds on its data directory."""
+
+    def acquire(self) -> None:
+        """Take the lock.
+
+        Raises:
+            StartupError: another process holds it.
+        """
+        holder = self.try_acquire()
+        if holder is not None:
+            raise StartupError(
+                f"another producer (pid {holder}) holds {self.path}; "
+                "only one producer may write a database, stop the other one first"
+            )
 
 
 def _read_holder(fd: int) -> str:

@@ -22,7 +22,7 @@ from weall.protocol import canonical
 from weall.protocol.block import BlockResult
 from weall.protocol.envelope import Envelope
 from weall.storage import queries
-from weall.storage.db import open_readwrite, translate_error
+from weall.storage.db import applied_settings, open_readwrite, translate_error
 from weall.storage.schema import SCHEMA_VERSION, current_version, migrate
 
 __all__ = ["Writer"]
@@ -46,6 +46,8 @@ class Writer:
         self.conn = open_readwrite(
             path, synchronous=synchronous, autocheckpoint_pages=autocheckpoint_pages
         )
+        # What the producer reports over its socket, read back once here.
+        self.applied = applied_settings(self.conn)
         # Reads of the producer go through a cache that every commit clears.
         self.state = queries.CachedState(queries.SqliteState(self.conn))
 

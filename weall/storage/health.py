@@ -1,0 +1,57 @@
+"""The journal settings that ``/health`` reports, read from the database's writer.
+
+The api process and the producer may run with different settings (two
+containers with their own environment). So the api requests the journal
+mode and synchronous level from the producer (or a follower node's follower
+actor) over its socket, which reports what it read back from its own
+connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final
+
+from weall.errors import IpcError
+
+if TYPE_CHECKING:
+    from weall.config import Config
+    from weall.ipc import IpcClient
+
+__all__ = ["STATUS_TIMEOUT_S", "journal_settings"]
+
+log = logging.getLogger(__name__)
+
+STATUS_TIMEOUT_S: Final = 1.0
+
+
+async def journal_settings(writer: IpcClient, config: Config) -> dict[str, str]:
+    """Return ``journal_mode``, ``synchronous`` and ``source`` for ``/health``.
+
+    ``source`` is ``"producer"`` or ``"follower"`` when that actor replied
+    within ``STATUS_TIMEOUT_S`` with the settings it applied. Otherwise it is
+    ``"config"``, and the values are the ones this process's configuration
+    asks for, which the writer may not have applied.
+    """
+    try:
+        reply = await writer.call("status", timeout=STATUS_TIMEOUT_S)
+    except IpcError as exc:
+        log.debug("journal settings not read from the writer: %s", exc)
+        reply = {}
+    journal_mode = reply.get("journal_mode")
+    synchronous = reply.get("synchronous")
+    if (
+        reply.get("ok")
+        and isinstance(journal_mode, str)
+        and isinstance(synchronous, str)
+    ):
+        return {
+            "journal_mode": journal_mode,
+            "synchronous": synchronous,
+            "source": "follower" if config.follower else "producer",
+        }
+    return {
+        "journal_mode": "wal",
+        "synchronous": config.synchronous,
+        "source": "config",
+    }
