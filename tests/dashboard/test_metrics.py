@@ -58,6 +58,10 @@ def test_metrics_expose_every_family(live: Live) -> None:
     for name, kind in expected.items():
         assert name in families, name
         assert families[name].type == kind, name
+    (info,) = families["weall_node_info"].samples
+    assert info.labels["mode"] == "dev"
+    assert info.labels["role"] == "producer"
+    assert not any(name.startswith("weall_follower_") for name in families)
 
 
 def test_chain_metrics_match_database(live: Live) -> None:

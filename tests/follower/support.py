@@ -7,7 +7,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import orjson
@@ -70,9 +70,16 @@ def start(node: Node, timeout: float = 90.0) -> Node:
     return node
 
 
+class Upstream(Protocol):
+    """A node, or a proxy in front of one: anything with a base URL."""
+
+    @property
+    def url(self) -> str: ...
+
+
 def follower_node(
     workdir: Path,
-    upstream: Node,
+    upstream: Upstream,
     genesis: Path,
     *,
     actors: str | None = "follower,api",

@@ -21,6 +21,7 @@ from weall.config import (
     load,
 )
 from weall.errors import ConfigError, StartupError, WeallError
+from weall.follow.status import describe_follower, read_follower_summary
 from weall.supervisor.control import call_supervisor, wait_supervisor_gone
 from weall.supervisor.spec import ActorSpec, RestartPolicy, RestartType
 from weall.supervisor.supervisor import GaveUpError, Supervisor
@@ -168,10 +169,14 @@ def _status_command(args: argparse.Namespace) -> int:
     reply = trio.run(call_supervisor, config.control_socket, "status")
     reply.pop("ok", None)
     reply.pop("id", None)
+    if config.follower:
+        reply["follower"] = trio.run(read_follower_summary, config.producer_socket)
     if args.json:
         print(orjson.dumps(reply, option=orjson.OPT_INDENT_2).decode())
     else:
         print(format_status_table(reply))
+        if config.follower:
+            print(describe_follower(reply["follower"]))
     return 0
 
 
@@ -300,7 +305,11 @@ def _register_control_commands(subparsers: argparse._SubParsersAction[Any]) -> N
     status = subparsers.add_parser(
         "status",
         help="show the actors of a running supervisor",
-        description="Show the state, pid, uptime, restarts and last exit of each actor.",
+        description=(
+            "Show the state, pid, uptime, restarts and last exit of each actor, and "
+            "on a follower node its sync state: upstream, heights, rate, time left "
+            "and any rejection."
+        ),
     )
     status.add_argument(
         "--json", action="store_true", help="print the status reply as JSON"
