@@ -1,11 +1,15 @@
 """``GET /metrics``: the node's metrics in the Prometheus text format.
 
-Two kinds of metric are exposed, from one registry per app:
+Two kinds of metric are exposed:
 
-- Counted in this api process, by request hooks: requests and their latency
-  by route template, and admission rejections by error code, taken from the
-  responses of ``POST /v1/tx/submit`` and ``POST /v1/tx/batch``. They start
-  from zero when the api restarts, as Prometheus counters may.
+- Counted by request hooks: requests and their latency by route template,
+  and admission rejections by error code, taken from the responses of
+  ``POST /v1/tx/submit`` and ``POST /v1/tx/batch``. Under ``weall
+  supervise`` every api process writes them to shared files
+  (``weall.api.metrics_dir``) and a scrape sums the files of all api
+  processes, so the totals cover every worker and survive an api restart.
+  They start from zero when the supervisor starts. An api run alone
+  (``weall actor api``) counts in memory, from zero at each start.
   NOTE: requests that the ASGI middleware answers itself (rate limited, or
   a body over its limit) never reach these hooks and are not counted.
 - Read at scrape time, with bounded queries: height, blocks and transactions
@@ -19,6 +23,7 @@ first scrape reads every block row once, later scrapes only the new ones.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -30,12 +35,15 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from quart import Response, g, request
 
 from weall import __version__
 from weall.api.dashboard import FileFacts, read_file_facts, read_or_none
+from weall.api.metrics_dir import METRICS_DIR_ENV
 from weall.config import Config
+from weall.errors import HTTP_STATUS
 from weall.follow.status import STATES, follower_health
 from weall.storage import queries
 
@@ -315,9 +323,14 @@ def _rejection_metrics(rejected: Any) -> Iterator[Metric]:
 
 
 class _RequestMetrics:
-    """Counters and the latency histogram kept by the request hooks."""
+    """Counters and the latency histogram kept by the request hooks.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    With ``registry`` None they are registered nowhere, which is how
+    prometheus_client's multiprocess mode wants them: their values go to the
+    shared files, and a ``MultiProcessCollector`` reads them back.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
         self.requests = Counter(
             "weall_http_requests",
             "HTTP requests answered, by method, route template and status",
@@ -336,6 +349,10 @@ class _RequestMetrics:
             ["code"],
             registry=registry,
         )
+        # Every stable code starts at 0, so that its series exists before the
+        # first rejection, because a multiprocess scrape omits unused series.
+        for code in HTTP_STATUS:
+            self.rejections.labels(code=code)
 
     def count_rejections(self, route: str, status: int, body: bytes) -> None:
         try:
@@ -361,6 +378,18 @@ class _RequestMetrics:
                 ).inc()
 
 
+def _request_metrics(registry: CollectorRegistry) -> _RequestMetrics:
+    """Create the request metrics, in the shared files when the supervisor set them up."""
+    shared = os.environ.get(METRICS_DIR_ENV)
+    if not shared:
+        return _RequestMetrics(registry)
+    # The supervisor creates the directory; an api started by hand with the
+    # variable set may find none.
+    os.makedirs(shared, mode=0o700, exist_ok=True)
+    MultiProcessCollector(registry, path=shared)  # type: ignore[no-untyped-call]
+    return _RequestMetrics(None)
+
+
 def register_metrics(
     app: QuartTrio, reader: NodeReader, config: Config, producer: IpcClient
 ) -> None:
@@ -372,7 +401,7 @@ def register_metrics(
     registry = CollectorRegistry()
     node = _NodeCollector(config)
     registry.register(node)
-    counters = _RequestMetrics(registry)
+    counters = _request_metrics(registry)
     tx_total = _TxTotal()
 
     @app.before_request
