@@ -289,9 +289,10 @@
 
   function storageCard(status) {
     const storage = status.storage;
-    const wal = el("span", {}, formatBytes(storage.wal_bytes) + " of " + formatBytes(storage.wal_max_bytes) + " ");
+    // The text and the meter are flex items, so the meter never overlaps the text.
+    const wal = el("span", { class: "wal" }, el("span", { class: "wal-size" }, formatBytes(storage.wal_bytes) + " of " + formatBytes(storage.wal_max_bytes)));
     if (typeof storage.wal_bytes === "number") {
-      wal.append(el("meter", { min: 0, max: storage.wal_max_bytes, value: storage.wal_bytes }));
+      wal.append(el("meter", { min: 0, max: storage.wal_max_bytes, value: storage.wal_bytes, title: "WAL size against WEALL_WAL_MAX_BYTES" }));
     }
     return card(
       "Storage",
