@@ -59,6 +59,7 @@ INVALID_VALUES = [
     ("WEALL_RATE_LIMIT_BURST", "0"),
     ("WEALL_TRUSTED_PROXIES", "10.0.0.1,not-an-ip"),
     ("WEALL_UPSTREAM_URL", "ftp://upstream"),
+    ("WEALL_FOLLOWER_REJECTED_LOG_S", "0.5"),
     ("WEALL_FORWARDED_HEADER", "x-real-ip"),
     ("WEALL_API_HEADER_TIMEOUT_S", "0"),
     ("WEALL_API_BODY_TIMEOUT_S", "3601"),

@@ -87,6 +87,7 @@ class Config:
     rate_limit_burst: int = 200
     trusted_proxies: tuple[str, ...] = ()
     upstream_url: str | None = None
+    follower_rejected_log_s: float = 300.0
     forwarded_header: str = "x-forwarded-for"
     api_header_timeout_s: float = 20.0
     api_body_timeout_s: float = 30.0
@@ -339,6 +340,9 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         rate_limit_burst=read.integer("WEALL_RATE_LIMIT_BURST", 200, 1, 10**6),
         trusted_proxies=trusted,
         upstream_url=_upstream_url(read.text("WEALL_UPSTREAM_URL", "")),
+        follower_rejected_log_s=read.number(
+            "WEALL_FOLLOWER_REJECTED_LOG_S", 300.0, 1.0, 86400
+        ),
         forwarded_header=read.choice(
             "WEALL_FORWARDED_HEADER", "x-forwarded-for", FORWARDED_HEADERS
         ),

@@ -2,7 +2,8 @@
 
 The node runs with a short block interval and no rate limit, because the
 browser polls several routes every 2 s. ``live`` gives it a few committed
-posts, a comment, a pin request and a backup before any test runs.
+posts, a comment, a pin request that no operator can confirm, an upload
+whose pin the node's pinner confirmed, and a backup before any test runs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import TypeVar
 import pytest
 from e2e.node import Node
 
+from tests.follower.support import upload_media
+from weall.protocol import keys
+
 T = TypeVar("T")
 
 LIVE_ENV = {
@@ -24,6 +28,7 @@ LIVE_ENV = {
 }
 # The CIDv1 of the empty raw block; a pin request only needs a well-formed CID.
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+UPLOAD = b"uploaded bytes whose pin the node's own pinner confirms"
 # A post body that would be markup if the page inserted it as HTML.
 MARKUP_BODY = '<b id="injected">bold</b> & <img src=x onerror="alert(1)"> "quoted"'
 
@@ -76,8 +81,32 @@ def populate(node: Node) -> Live:
         node, "raw", "IPFS_PIN_REQUEST", json.dumps({"cid": CID, "size_bytes": 0})
     )
     live.ids["pin"] = str(pin["tx_id"])
+    live.ids["confirmed_pin"], live.ids["confirmed_cid"] = _confirmed_upload(node)
     node.cli("backup", check=True)
     return live
+
+
+def _confirmed_upload(node: Node) -> tuple[str, str]:
+    """Upload bytes as @founder; return the pin id and CID once the pinner confirmed it."""
+    session = keys.generate()
+    payload = {
+        "pubkey": session.pubkey,
+        "scope": ["IPFS_PIN_REQUEST"],
+        "expires_at_ms": int(time.time() * 1000) + 3_600_000,
+    }
+    _receipt(node, "raw", "ACCOUNT_SESSION_KEY_ISSUE", json.dumps(payload))
+    upload = upload_media(node, session, UPLOAD)
+    pin_id = str(upload["pin_request_tx_id"])
+
+    def confirmed() -> bool:
+        pin = node.get(f"/v1/pins/{pin_id}")
+        return pin.status_code == 200 and all(
+            target["confirmation"] is not None and target["confirmation"]["ok"]
+            for target in pin.json()["targets"]
+        )
+
+    wait_for(confirmed, timeout=60.0, what="the pinner's confirmation of the upload")
+    return pin_id, str(upload["cid"])
 
 
 @pytest.fixture(scope="package")

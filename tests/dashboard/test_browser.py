@@ -1,29 +1,41 @@
 """The dashboard in headless Chromium, driven by Playwright, on a live node.
 
-Chromium is Debian's (/usr/bin/chromium) and Playwright only drives it, so
-nothing is downloaded: ``scripts/browser-setup.sh`` installs both. Each
-launch gets a new, empty profile directory from Playwright. The tests skip
-when either is missing.
+Chromium is Debian's (/usr/bin/chromium, or ``WEALL_TEST_CHROMIUM``) and
+Playwright only drives it, so nothing is downloaded:
+``scripts/browser-setup.sh`` installs both. Each launch gets a new, empty
+profile directory from Playwright. When either is missing the tests skip on
+a developer's machine, but fail under CI (``CI=true``), so that a broken
+install cannot pass unnoticed there.
+
+Every test checks, when its tab closes, that the page sent only GET
+requests, all to the node that served it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import pytest
+
+from tests.follower.support import follower_node, start, wait_synced
+from tests.follower.tamper_proxy import TamperProxy
+from weall.protocol import keys
+from weall.protocol.keys import KeyPair
 
 from .conftest import CID, MARKUP_BODY, Live, post, wait_for
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, ConsoleMessage, Page
+    from playwright.sync_api import Browser, ConsoleMessage, FloatRect, Page
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("WEALL_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -34,23 +46,50 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard.png"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+SCREENSHOT = ARTIFACTS / "dashboard.png"
+FOLLOWER_SCREENSHOT = ARTIFACTS / "dashboard-follower.png"
 TIMEOUT_S = 30.0
+# The body of the post whose block the follower's proxy breaks.
+REJECTED_POST: Final = (
+    "the block of this post reaches the follower with a bad signature"
+)
 
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"{CHROMIUM} is missing; run scripts/browser-setup.sh (apt-get install chromium)",
-        allow_module_level=True,
-    )
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip(
-        "the playwright package is missing; run scripts/browser-setup.sh (pip install playwright)",
-        allow_module_level=True,
-    )
 
-from playwright.sync_api import sync_playwright  # noqa: E402
+def _missing_parts() -> list[str]:
+    missing = []
+    if not CHROMIUM.exists():
+        missing.append(
+            f"{CHROMIUM} is missing; run scripts/browser-setup.sh (apt-get install chromium)"
+        )
+    if importlib.util.find_spec("playwright") is None:
+        missing.append(
+            "the playwright package is missing; run scripts/browser-setup.sh "
+            "(pip install playwright)"
+        )
+    return missing
+
+
+MISSING = _missing_parts()
+UNDER_CI = os.environ.get("CI") == "true"
+
+if MISSING and not UNDER_CI:
+    pytest.skip("; ".join(MISSING), allow_module_level=True)
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _browser_installed() -> None:
+    """Fail every test of this module under CI when the browser cannot run.
+
+    It is package-scoped and autouse, so it runs before the live node starts.
+    """
+    if MISSING:
+        pytest.fail(
+            "CI=true, so the browser tests must run, but: " + "; ".join(MISSING),
+            pytrace=False,
+        )
 
 
 @dataclass
@@ -60,7 +99,8 @@ class Tab:
     page: Page
     base: str
     errors: list[str] = field(default_factory=list)
-    requests: list[str] = field(default_factory=list)
+    # (method, URL) of every request the page made.
+    requests: list[tuple[str, str]] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
 
@@ -104,6 +144,8 @@ class Tab:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
@@ -114,12 +156,22 @@ def browser() -> Iterator[Browser]:
             browser.close()
 
 
-@pytest.fixture
-def tab(browser: Browser, live: Live) -> Iterator[Tab]:
+def _only_gets(tab: Tab) -> list[str]:
+    """Return the requests that were not a GET to the node the page came from."""
+    return [
+        f"{method} {url}"
+        for method, url in tab.requests
+        if method != "GET" or not url.startswith(tab.base + "/")
+    ]
+
+
+@contextmanager
+def open_tab(browser: Browser, base: str) -> Iterator[Tab]:
+    """Open a tab on the dashboard at ``base`` that records what the page does."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_S * 1000)
-    tab = Tab(page, live.node.url)
+    tab = Tab(page, base)
 
     def on_console(message: ConsoleMessage) -> None:
         if message.type in ("error", "warning"):
@@ -127,7 +179,9 @@ def tab(browser: Browser, live: Live) -> Iterator[Tab]:
 
     page.on("console", on_console)
     page.on("pageerror", lambda error: tab.errors.append(f"pageerror: {error}"))
-    page.on("request", lambda request: tab.requests.append(request.url))
+    page.on(
+        "request", lambda request: tab.requests.append((request.method, request.url))
+    )
     page.on("requestfailed", lambda request: tab.failed.append(f"failed {request.url}"))
     page.on(
         "response",
@@ -143,6 +197,14 @@ def tab(browser: Browser, live: Live) -> Iterator[Tab]:
         yield tab
     finally:
         context.close()
+    assert tab.requests, "the page made no request"
+    assert _only_gets(tab) == []
+
+
+@pytest.fixture
+def tab(browser: Browser, live: Live) -> Iterator[Tab]:
+    with open_tab(browser, live.node.url) as tab:
+        yield tab
 
 
 def _committed_height(live: Live, tx_id: str) -> int:
@@ -154,6 +216,16 @@ def _committed_height(live: Live, tx_id: str) -> int:
         what=f"commit of {tx_id}",
     )
     return int(view["height"])
+
+
+def _too_close(first: FloatRect, second: FloatRect, gap: float) -> bool:
+    """Return whether two boxes of the page come closer than ``gap`` pixels."""
+    return (
+        first["x"] < second["x"] + second["width"] + gap
+        and second["x"] < first["x"] + first["width"] + gap
+        and first["y"] < second["y"] + second["height"] + gap
+        and second["y"] < first["y"] + first["height"] + gap
+    )
 
 
 def test_page_loads_without_console_errors(tab: Tab, live: Live) -> None:
@@ -168,11 +240,19 @@ def test_page_loads_without_console_errors(tab: Tab, live: Live) -> None:
     assert tab.height() >= 1
     assert tab.page.locator("#blocks tbody tr").count() >= 2
     assert "sha256" in tab.text("main")
+    # The WAL size and its meter sit side by side or one above the other,
+    # with a clear gap between them.
+    size_box = tab.page.locator("#status-wal .wal-size").bounding_box()
+    meter_box = tab.page.locator("#status-wal meter").bounding_box()
+    assert size_box is not None
+    assert meter_box is not None
+    assert not _too_close(size_box, meter_box, gap=3), (size_box, meter_box)
     # Two polls later the page is still quiet.
     time.sleep(4.5)
     assert tab.errors == []
     assert tab.failed == []
-    assert all(url.startswith(live.node.url + "/") for url in tab.requests), (
+    assert {method for method, _ in tab.requests} == {"GET"}
+    assert all(url.startswith(live.node.url + "/") for _, url in tab.requests), (
         tab.requests
     )
 
@@ -248,11 +328,34 @@ def test_post_shows_its_comments(tab: Tab, live: Live) -> None:
 
 @pytest.mark.parametrize("route", ["pin", "cid"], ids=["by-pin-id", "by-cid"])
 def test_pin_targets_and_confirmations(tab: Tab, live: Live, route: str) -> None:
-    key = live.ids["pin"] if route == "pin" else CID
-    tab.open(f"#/{route}/{key}")
+    pin_id, cid = live.ids["confirmed_pin"], live.ids["confirmed_cid"]
+    pin = live.node.get(f"/v1/pins/{pin_id}").json()
+    (target,) = pin["targets"]
+    confirmation = target["confirmation"]
+    assert confirmation["ok"] is True
+    tab.open(f"#/{route}/{pin_id if route == 'pin' else cid}")
+    assert tab.wait_text("#pin-cid", lambda text: text == cid) == cid
+    row = tab.page.locator('#pin-targets tr[data-operator="@node"]')
+    assert row.count() == 1
+    cells = row.locator("td")
+    assert cells.nth(0).text_content() == "@node"
+    assert cells.nth(2).text_content() == "ok"
+    assert cells.nth(3).text_content() == f"ok at {confirmation['height']}"
+    assert cells.nth(3).locator("a").get_attribute("href") == (
+        f"#/block/{confirmation['height']}"
+    )
+    assert tab.text("#pin-confirmations") == "1 of 1 confirmed"
+    assert "durable" in tab.text("main")
+    assert tab.errors == []
+
+
+def test_unconfirmed_pin_shows_pending_target(tab: Tab, live: Live) -> None:
+    tab.open(f"#/pin/{live.ids['pin']}")
     assert tab.wait_text("#pin-cid", lambda text: text == CID) == CID
-    assert tab.page.locator('#pin-targets tr[data-operator="@node"]').count() == 1
-    assert re.fullmatch(r"\d+ of 1 confirmed", tab.text("#pin-confirmations"))
+    row = tab.page.locator('#pin-targets tr[data-operator="@node"]')
+    assert row.count() == 1
+    assert row.locator("td").nth(3).text_content() == "–"
+    assert tab.text("#pin-confirmations") == "0 of 1 confirmed"
     assert tab.errors == []
 
 
@@ -304,3 +407,74 @@ def test_restart_count_goes_up(tab: Tab, live: Live) -> None:
     tab.page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 10_000
     assert tab.errors == []
+
+
+def _break_marked_block(node_key: KeyPair) -> Callable[[dict[str, Any]], None]:
+    """Sign other bytes in place of the header of the block that holds ``REJECTED_POST``."""
+
+    def alter(block: dict[str, Any]) -> None:
+        bodies = [tx["envelope"]["payload"].get("body") for tx in block["txs"]]
+        if REJECTED_POST in bodies:
+            block["sig"] = node_key.sign(b"bytes other than the header")
+
+    return alter
+
+
+def test_follower_page_shows_sync_state(
+    browser: Browser, live: Live, tmp_path: Path
+) -> None:
+    data = live.node.workdir / "data"
+    alter = _break_marked_block(keys.load_key_file(data / "keys" / "node.key"))
+    with TamperProxy(live.node.url, alter=alter) as proxy:
+        follower = start(
+            follower_node(
+                tmp_path / "follower",
+                proxy,
+                data / "genesis.json",
+                env={"WEALL_RATE_LIMIT_PER_S": "0"},
+            )
+        )
+        try:
+            wait_synced(follower, live.node)
+            with open_tab(browser, follower.url) as tab:
+                tab.open()
+                state = "#follower-state"
+                tab.wait_text(state, lambda text: text.startswith("caught up"))
+                caught_up = {
+                    "data-state": tab.page.locator(state).get_attribute("data-state"),
+                    "upstream": tab.text("#follower-upstream"),
+                    "heights": tab.text("#follower-heights"),
+                    "role": tab.text("#status-role"),
+                    "chip": tab.text("#role"),
+                    "rejection": tab.text("#follower"),
+                }
+
+                post(live.node, REJECTED_POST)
+                tab.wait_text(state, lambda text: text.startswith("upstream rejected"))
+                rejected = {
+                    "data-state": tab.page.locator(state).get_attribute("data-state"),
+                    "reason": tab.text("#follower-rejected"),
+                    "chip": tab.text("#role"),
+                    "chip-class": tab.page.locator("#role").get_attribute("class"),
+                }
+                # Two polls later the page is still quiet.
+                time.sleep(4.5)
+                FOLLOWER_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                tab.page.screenshot(path=str(FOLLOWER_SCREENSHOT), full_page=True)
+                errors, failed = list(tab.errors), list(tab.failed)
+        finally:
+            follower.stop()
+
+    assert caught_up["data-state"] == "caught_up"
+    assert caught_up["upstream"] == proxy.url
+    assert re.fullmatch(r"(\d+) of \1", caught_up["heights"])
+    assert caught_up["role"] == "follower"
+    assert caught_up["chip"] == "follower · caught up"
+    assert "rejection" in caught_up["rejection"]
+    assert rejected["data-state"] == "rejected"
+    assert "producer signature does not verify" in rejected["reason"]
+    assert re.search(r"at height \d+", rejected["reason"])
+    assert rejected["chip"] == "follower · upstream rejected"
+    assert "bad" in (rejected["chip-class"] or "")
+    assert errors == []
+    assert failed == []

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+import tempfile
+from pathlib import Path
+from typing import Any, Final
 
 import pytest
 from e2e.node import Node
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from weall.api.metrics_dir import metrics_dir
 from weall.protocol import keys
 from weall.protocol.envelope import build_envelope
 
@@ -18,6 +22,8 @@ from .conftest import Live, post, wait_for
 pytestmark = pytest.mark.slow
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+SCRAPE_ROUNDS: Final = 40
+REQUESTS_PER_ROUND: Final = 5
 
 
 def scrape(node: Node) -> tuple[dict[str, Any], Samples]:
@@ -58,6 +64,10 @@ def test_metrics_expose_every_family(live: Live) -> None:
     for name, kind in expected.items():
         assert name in families, name
         assert families[name].type == kind, name
+    (info,) = families["weall_node_info"].samples
+    assert info.labels["mode"] == "dev"
+    assert info.labels["role"] == "producer"
+    assert not any(name.startswith("weall_follower_") for name in families)
 
 
 def test_chain_metrics_match_database(live: Live) -> None:
@@ -160,7 +170,9 @@ def test_storage_and_backup_metrics(live: Live) -> None:
         for state in ("durable", "pending", "shortfall", "unchecked")
     }
     snapshot = node.get("/v1/state/snapshot").json()
-    assert sum(pins.values()) == snapshot["counts"]["pins"] == 1
+    # One pin whose CID no operator has, and one the node's pinner confirmed.
+    assert sum(pins.values()) == snapshot["counts"]["pins"] == 2
+    assert pins["durable"] == 1
     assert pins["unchecked"] == 0
 
 
@@ -182,3 +194,120 @@ def test_actor_restarts_after_kill(live: Live) -> None:
     assert value(after, "weall_actor_restarts_total", actor="producer") == value(
         before, "weall_actor_restarts_total", actor="producer"
     )
+
+
+def _count(node: Node, route: str) -> float:
+    _, samples = scrape(node)
+    labels = {"method": "GET", "route": route, "status": "200"}
+    return value(samples, "weall_http_requests_total", **labels)
+
+
+def test_counters_sum_every_api_worker(tmp_path: Path) -> None:
+    node = Node(
+        tmp_path,
+        env={"WEALL_API_WORKERS": "2", "WEALL_RATE_LIMIT_PER_S": "0"},
+        args=["--actors", "producer,api"],
+    )
+    node.start()
+    try:
+        node.wait_ready(timeout=90.0)
+        first_pids = node.actor_pids()
+        shared = metrics_dir(node.run_dir / "supervisor.sock")
+        seen = []
+        sent = 0
+        for round_number in range(SCRAPE_ROUNDS):
+            if round_number == SCRAPE_ROUNDS // 2:
+                # Live-gauge files, as a gauge in livesum mode would write
+                # them; the supervisor removes those of an exited process.
+                for pid in (first_pids["api"], first_pids["api-2"]):
+                    MmapedDict(str(shared / f"gauge_livesum_{pid}.db")).close()
+                restart = node.cli("restart", "api-2", timeout=90.0)
+                assert restart.returncode == 0, restart.stderr
+                node.wait_ready(timeout=60.0)
+            for _ in range(REQUESTS_PER_ROUND):
+                # httpx.get opens a new connection each time, so the kernel
+                # spreads the requests over both SO_REUSEPORT listeners.
+                assert node.get("/v1/chain/head").status_code == 200
+                sent += 1
+            seen.append((sent, _count(node, "/v1/chain/head")))
+        files = sorted(path.name for path in shared.iterdir())
+        pids = node.actor_pids()
+    finally:
+        assert node.stop() == 0
+
+    # Every scrape, whichever worker served it, counts every request sent.
+    counts = [count for _, count in seen]
+    assert counts == sorted(counts)
+    for expected, count in seen:
+        assert count == expected
+    assert pids["api"] == first_pids["api"]
+    assert pids["api-2"] != first_pids["api-2"]
+    for pid in (first_pids["api"], first_pids["api-2"], pids["api-2"]):
+        assert f"counter_{pid}.db" in files, (pid, files)
+        assert f"histogram_{pid}.db" in files, (pid, files)
+    assert f"gauge_livesum_{first_pids['api']}.db" in files
+    assert f"gauge_livesum_{first_pids['api-2']}.db" not in files
+
+    # A new supervisor starts the counts again from zero.
+    node.start()
+    try:
+        node.wait_ready(timeout=90.0)
+        after_start = _count(node, "/v1/chain/head")
+        files_after = sorted(path.name for path in shared.iterdir())
+    finally:
+        node.stop()
+    assert after_start == 0
+    for pid in (first_pids["api"], first_pids["api-2"], pids["api-2"]):
+        assert f"counter_{pid}.db" not in files_after
+
+
+def test_second_supervisor_keeps_api_metrics(tmp_path: Path) -> None:
+    """Two supervisors share a run directory, as in docker-compose.prod.yml."""
+    run_dir = Path(tempfile.mkdtemp(prefix="weall-run-", dir="/tmp"))
+
+    def node(name: str, actors: str) -> Node:
+        supervisor = Node(
+            tmp_path,
+            env={
+                "WEALL_RUN_DIR": str(run_dir),
+                "WEALL_CONTROL_SOCKET": str(run_dir / f"supervisor-{name}.sock"),
+                "WEALL_RATE_LIMIT_PER_S": "0",
+            },
+            args=["--actors", actors],
+        )
+        supervisor.log_path = tmp_path / f"{name}.log"
+        return supervisor
+
+    api = node("api", "api")
+    producer = node("producer", "producer,checkpointer")
+    # The producer's supervisor creates the database, then the api's starts.
+    producer.start()
+    try:
+        wait_for(
+            lambda: (tmp_path / "data" / "weall.db").exists(),
+            timeout=60.0,
+            what="the producer's database",
+        )
+        api.start()
+        try:
+            api.wait_ready(timeout=90.0)
+            for _ in range(REQUESTS_PER_ROUND):
+                assert api.get("/v1/chain/head").status_code == 200
+            before = _count(api, "/v1/chain/head")
+            # A restart of the other supervisor leaves the api's files alone.
+            assert producer.stop() == 0
+            producer.start()
+            wait_for(
+                lambda: producer.log().count("all actors started") >= 2,
+                timeout=90.0,
+                what="the producer's supervisor started again",
+            )
+            after = _count(api, "/v1/chain/head")
+        finally:
+            api.stop()
+    finally:
+        producer.stop()
+    assert before == REQUESTS_PER_ROUND
+    assert after == before
+    assert not metrics_dir(run_dir / "supervisor-producer.sock").exists()
+    assert metrics_dir(run_dir / "supervisor-api.sock").is_dir()

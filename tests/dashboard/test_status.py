@@ -82,6 +82,8 @@ def test_status_reports_chain_and_actors(live: Live) -> None:
     head = node.get("/v1/chain/head").json()
     assert status["chain_id"] == "weall-dev"
     assert status["mode"] == "dev"
+    assert status["role"] == "producer"
+    assert status["follower"] is None
     assert status["head"]["height"] >= head["height"] - 1
     assert [actor["name"] for actor in status["actors"]] == ACTORS
     pids = node.actor_pids()
@@ -142,6 +144,8 @@ def test_status_has_no_paths_or_secrets(live: Live) -> None:
         "version",
         "chain_id",
         "mode",
+        "role",
+        "follower",
         "now_ms",
         "head",
         "block_rate",

@@ -5,16 +5,18 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import orjson
 import trio
 
 from tests.e2e.node import Node
+from tests.media._support import session_headers
 from weall import ipc
+from weall.protocol import keys
 
 __all__ = [
     "READ_ROUTES",
@@ -25,6 +27,7 @@ __all__ = [
     "same_reads",
     "socket_call",
     "start",
+    "upload_media",
     "wait_for",
     "wait_synced",
 ]
@@ -70,9 +73,16 @@ def start(node: Node, timeout: float = 90.0) -> Node:
     return node
 
 
+class Upstream(Protocol):
+    """A node, or a proxy in front of one: anything with a base URL."""
+
+    @property
+    def url(self) -> str: ...
+
+
 def follower_node(
     workdir: Path,
-    upstream: Node,
+    upstream: Upstream,
     genesis: Path,
     *,
     actors: str | None = "follower,api",
@@ -116,13 +126,22 @@ def wait_synced(follower: Node, upstream: Node, *, timeout: float = 90.0) -> int
 
 
 def same_reads(
-    producer: Node, follower: Node, routes: Iterable[str], *, attempts: int = 5
+    producer: Node,
+    follower: Node,
+    routes: Iterable[str],
+    *,
+    attempts: int = 5,
+    statuses: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Compare the JSON of ``routes`` on both nodes at one height; return the producer's.
 
-    The producer may commit a block (a heartbeat) during the comparison, so it
-    is repeated until both heads are equal before and after the reads.
+    Each route must return 200 on the producer, or the status that
+    ``statuses`` gives it, and the follower must answer the same status and
+    the same JSON. The producer may commit a block (a heartbeat) during the
+    comparison, so it is repeated until both heads are equal before and
+    after the reads.
     """
+    expected = statuses or {}
     for _ in range(attempts):
         height = wait_synced(follower, producer)
         documents = {
@@ -131,11 +150,28 @@ def same_reads(
         if head_height(producer) != height or head_height(follower) != height:
             continue
         for route, (left, right) in documents.items():
-            assert left.status_code == 200, (route, left.text)
+            assert left.status_code == expected.get(route, 200), (route, left.text)
             assert right.status_code == left.status_code, (route, right.text)
             assert right.json() == left.json(), route
         return {route: left.json() for route, (left, _) in documents.items()}
     raise AssertionError("the producer kept moving during the comparison")
+
+
+def upload_media(
+    node: Node, session: keys.KeyPair, body: bytes, account: str = "@founder"
+) -> dict[str, Any]:
+    """Upload ``body`` as text to ``node``, signed by ``account``'s ``session`` key."""
+    response = node.post(
+        "/v1/media/upload",
+        content=body,
+        headers={
+            "Content-Type": "text/plain",
+            **session_headers(session, account, body),
+        },
+    )
+    assert response.status_code == 200, response.text
+    document: dict[str, Any] = response.json()
+    return document
 
 
 def follower_status(node: Node) -> dict[str, Any]:

@@ -2,15 +2,21 @@
 
 The proxy runs Trio in a background thread and speaks HTTP/1.1 with h11,
 one request per connection. Every request goes to the upstream node
-unchanged. In the replies to ``GET /v1/blocks`` and ``GET /v1/blocks/{h}``,
-the block at ``height`` passes through ``alter`` before it is sent on.
+unchanged, except that a ``limit`` above ``page_limit`` in a
+``GET /v1/blocks`` query is lowered to it. In the replies to
+``GET /v1/blocks`` and ``GET /v1/blocks/{h}``, the block at ``height``
+(every block when ``height`` is None) passes through ``alter`` before it is
+sent on, and each of those replies waits ``delay_s`` first. A small page limit and a delay make a sync slow
+enough to watch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import h11
 import httpx
@@ -25,10 +31,20 @@ Alter = Callable[[dict[str, Any]], None]
 class TamperProxy:
     """Relays ``upstream_url``, applying ``alter`` to block ``height`` in place."""
 
-    def __init__(self, upstream_url: str, height: int, alter: Alter) -> None:
+    def __init__(
+        self,
+        upstream_url: str,
+        height: int | None = None,
+        alter: Alter | None = None,
+        *,
+        page_limit: int | None = None,
+        delay_s: float = 0.0,
+    ) -> None:
         self.upstream_url = upstream_url
         self.height = height
         self.alter = alter
+        self.page_limit = page_limit
+        self.delay_s = delay_s
         self.port = 0
         self.altered = 0
         self._ready = threading.Event()
@@ -71,6 +87,16 @@ class TamperProxy:
     async def _serve(
         self, stream: trio.SocketStream, client: httpx.AsyncClient
     ) -> None:
+        # A follower that stops, or gives up on a delayed reply, closes its
+        # end while the proxy still reads or writes: that ends this connection
+        # only, not the proxy.
+        closed = (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError)
+        with contextlib.suppress(*closed):
+            await self._serve_one(stream, client)
+
+    async def _serve_one(
+        self, stream: trio.SocketStream, client: httpx.AsyncClient
+    ) -> None:
         connection = h11.Connection(h11.SERVER)
         request: h11.Request | None = None
         body = b""
@@ -93,7 +119,7 @@ class TamperProxy:
     async def _relay(
         self, client: httpx.AsyncClient, request: h11.Request, body: bytes
     ) -> tuple[int, bytes]:
-        target = request.target.decode()
+        target = self._limited(request.target.decode())
         response = await client.request(
             request.method.decode(),
             target,
@@ -106,13 +132,28 @@ class TamperProxy:
             and target.startswith("/v1/blocks")
             and response.status_code == 200
         ):
+            await trio.sleep(self.delay_s)
             content = self._tamper(orjson.loads(content))
         return response.status_code, content
 
+    def _limited(self, target: str) -> str:
+        """Lower the ``limit`` of a ``GET /v1/blocks`` query to ``page_limit``."""
+        path, _, query = target.partition("?")
+        if self.page_limit is None or path != "/v1/blocks" or not query:
+            return target
+        params = parse_qsl(query)
+        params = [
+            (name, str(min(int(value), self.page_limit)) if name == "limit" else value)
+            for name, value in params
+        ]
+        return f"{path}?{urlencode(params)}"
+
     def _tamper(self, document: dict[str, Any]) -> bytes:
+        if self.alter is None:
+            return orjson.dumps(document)
         blocks = document.get("blocks", [document])
         for block in blocks:
-            if block.get("height") == self.height:
+            if self.height is None or block.get("height") == self.height:
                 self.alter(block)
                 self.altered += 1
         return orjson.dumps(document)

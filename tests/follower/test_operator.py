@@ -1,9 +1,15 @@
-"""A follower as a storage operator: its own key, its own pinner and healer, one writer."""
+"""A follower as a storage operator: its own key, its own pinner and healer, one writer.
+
+The operator account @op1 enrolls with ``STORAGE_OPERATOR_ENROLL`` on the
+producer's chain. The follower runs with @op1's key, and its pinner pins
+what the chain assigns to @op1 and confirms it, signed by @op1.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,13 +18,18 @@ from typing import Any
 import pytest
 
 from tests.e2e.node import Node
-from tests.helpers import CID
-from tests.media._support import session_headers
 from weall.protocol import keys
 from weall.protocol.envelope import build_envelope
 
 from .chain_builder import BuiltChain, account_key, write_chain_files
-from .support import follower_node, socket_call, start, wait_for, wait_synced
+from .support import (
+    follower_node,
+    socket_call,
+    start,
+    upload_media,
+    wait_for,
+    wait_synced,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,11 +44,12 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> BuiltChain:
             "id": "@op1",
             "pubkey": operator.pubkey,
             "poh_tier": 2,
-            "roles": ["node_operator"],
+            "roles": [],
             "balance": 0,
         }
     ]
-    # Two replicas, so that a pin is assigned to @node and to @op1.
+    # Two replicas, so that a pin is assigned to @node and to @op1 once @op1
+    # has enrolled.
     return write_chain_files(
         tmp_path_factory.mktemp("producer"),
         extra_accounts=extra,
@@ -55,6 +67,17 @@ def producer(chain: BuiltChain) -> Iterator[Node]:
         )
     )
     try:
+        enroll = build_envelope(
+            account_key("@op1"),
+            chain_id="weall-dev",
+            tx_type="STORAGE_OPERATOR_ENROLL",
+            signer="@op1",
+            nonce=node.get("/v1/accounts/@op1").json()["next_nonce"],
+            payload={"capacity_bytes": 1 << 30},
+        )
+        response = node.post("/v1/tx/submit", json=enroll)
+        assert response.status_code == 202, response.text
+        _committed(node, response.json()["tx_id"])
         yield node
     finally:
         node.stop()
@@ -88,27 +111,66 @@ def _committed(node: Node, tx_id: str) -> dict[str, Any]:
     return wait_for(status, condition=f"{tx_id} committed")
 
 
-def _request_pin(producer: Node, chain: BuiltChain) -> str:
-    nonce = producer.get("/v1/accounts/@founder").json()["next_nonce"]
-    envelope = build_envelope(
-        chain.founder,
-        chain_id="weall-dev",
-        tx_type="IPFS_PIN_REQUEST",
-        signer="@founder",
-        nonce=nonce,
-        payload={"cid": CID, "size_bytes": 1},
+def _issue_session(producer: Node, chain: BuiltChain) -> keys.KeyPair:
+    """Give @founder a session key that may upload; return it once committed."""
+    session = keys.generate()
+    issued = _submit_founder(
+        producer,
+        chain,
+        "ACCOUNT_SESSION_KEY_ISSUE",
+        {
+            "pubkey": session.pubkey,
+            "scope": ["IPFS_PIN_REQUEST"],
+            "expires_at_ms": int(time.time() * 1000) + 3_600_000,
+        },
     )
-    response = producer.post("/v1/tx/submit", json=envelope)
-    assert response.status_code == 202, response.text
-    receipt = _committed(producer, response.json()["tx_id"])["receipt"]
-    return str(receipt["pin_id"])
+    _committed(producer, issued)
+    return session
 
 
-def test_follower_runs_operator_actors(
+def _confirmation(node: Node, pin_id: str, ok: bool) -> dict[str, Any] | None:
+    """Return @op1's target of the pin once it is confirmed with the given ``ok``."""
+    pin = node.get(f"/v1/pins/{pin_id}").json()
+    target: dict[str, Any] = next(t for t in pin["targets"] if t["operator"] == "@op1")
+    confirmation = target["confirmation"]
+    return target if confirmation is not None and confirmation["ok"] is ok else None
+
+
+def _confirm_tx(log: str, pin_id: str, ok: bool) -> str | None:
+    """Return the tx id of the pinner's confirmation of ``pin_id`` from its log."""
+    pattern = rf"pin confirm submitted pin_id={pin_id} cid=\S+ ok={ok} tx_id=(\S+)"
+    found = re.search(pattern, log)
+    return found.group(1) if found else None
+
+
+def _wait_confirmed(
+    producer: Node, follower: Node, pin_id: str, *, ok: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Wait for the follower pinner's confirmation; return @op1's target and its tx."""
+    target = wait_for(
+        lambda: _confirmation(producer, pin_id, ok),
+        condition=f"the follower's pinner confirms ok={ok} on the producer",
+    )
+    tx_id = wait_for(
+        lambda: _confirm_tx(follower.log(), pin_id, ok),
+        condition=f"the pinner logs its confirmation ok={ok}",
+    )
+    return target, _committed(producer, tx_id)
+
+
+def _block_envelope(node: Node, tx_id: str, height: int) -> dict[str, Any]:
+    block = node.get(f"/v1/blocks/{height}").json()
+    entry = next(tx for tx in block["txs"] if tx["tx_id"] == tx_id)
+    envelope: dict[str, Any] = entry["envelope"]
+    return envelope
+
+
+def test_follower_pinner_confirms_its_pins(
     tmp_path: Path, chain: BuiltChain, producer: Node
 ) -> None:
+    operator = account_key("@op1")
     key_path = tmp_path / "op1.key"
-    keys.write_key_file(key_path, account_key("@op1"))
+    keys.write_key_file(key_path, operator)
     follower = follower_node(
         tmp_path / "follower",
         producer,
@@ -117,42 +179,44 @@ def test_follower_runs_operator_actors(
         env={
             "WEALL_NODE_KEY_PATH": str(key_path),
             "WEALL_IPFS_HEAL_INTERVAL_BLOCKS": "1",
+            "WEALL_PINNER_POLL_S": "0.2",
+            "WEALL_PIN_RECHECK_S": "1",
         },
     )
+    session = _issue_session(producer, chain)
     start(follower)
     try:
         wait_synced(follower, producer)
         actors = json.loads((follower.run_dir / "actors.json").read_text())
-        pin_id = _request_pin(producer, chain)
-        wait_for(
-            lambda: follower.get(f"/v1/pins/{pin_id}").status_code == 200,
-            condition="pin on follower",
-        )
 
-        # The operator reports that it lost the content, through the
-        # follower, as its pinner would: the pin now has a shortfall.
-        heal = socket_call(
-            follower, "system_tx", tx_type="IPFS_PIN_HEAL", payload={"pin_id": pin_id}
+        # The content is in the follower's own store, where its pinner finds it.
+        upload = upload_media(
+            follower, session, b"content that the follower's pinner pins"
         )
-        confirm = socket_call(
+        request = _submit_founder(
             follower,
-            "system_tx",
-            tx_type="IPFS_PIN_CONFIRM",
-            payload={"pin_id": pin_id, "ok": False},
+            chain,
+            "IPFS_PIN_REQUEST",
+            {"cid": upload["cid"], "size_bytes": upload["size_bytes"]},
         )
-        result = confirm["result"]
-        if result["http"] == 202:
-            committed = _committed(producer, result["tx_id"])
-            on_follower = _committed(follower, result["tx_id"])
-        else:
-            # The follower's pinner sent the same report first, with the same key.
-            committed = on_follower = None
-            assert result["error"]["code"] == "conflict", result
+        pin_id = str(_committed(producer, request)["receipt"]["pin_id"])
+        confirmed, ok_status = _wait_confirmed(producer, follower, pin_id, ok=True)
+        ok_tx = ok_status["tx_id"]
+        ok_envelope = _block_envelope(producer, ok_tx, ok_status["height"])
+        ok_on_follower = _committed(follower, ok_tx)
 
-        # The follower's healer reports the shortfall in its log and heals nothing.
+        # The pin disappears from the follower's store: the pinner's next
+        # check reports the loss, and the follower's healer logs the shortfall.
+        pin_file = tmp_path / "follower" / "data" / "ipfs" / "pins" / upload["cid"]
+        assert pin_file.is_file()
+        pin_file.unlink()
+        lost, lost_status = _wait_confirmed(producer, follower, pin_id, ok=False)
         wait_for(
             lambda: f"pin shortfall pin_id={pin_id}" in follower.log(),
             condition="the follower's healer logs the shortfall",
+        )
+        heal = socket_call(
+            follower, "system_tx", tx_type="IPFS_PIN_HEAL", payload={"pin_id": pin_id}
         )
         db = (tmp_path / "follower" / "data" / "weall.db").resolve()
         pids = follower.actor_pids()
@@ -160,25 +224,30 @@ def test_follower_runs_operator_actors(
     finally:
         follower.stop()
     on_producer = producer.get(f"/v1/pins/{pin_id}").json()
-    operator_target = next(t for t in on_producer["targets"] if t["operator"] == "@op1")
 
     assert sorted(actors) == sorted(FOLLOWER_ACTORS)
     assert all(info["state"] == "running" for info in actors.values())
+    assert upload["pin_request_error"]["code"] == "role_required"
+    assert confirmed["state"] == "ok"
+    assert ok_status["tx_type"] == "IPFS_PIN_CONFIRM"
+    assert ok_status["signer"] == "@op1"
+    assert ok_status["receipt"]["ok"] is True
+    assert ok_envelope["signer"] == "@op1"
+    assert ok_envelope["pubkey"] == operator.pubkey
+    assert ok_envelope["payload"] == {"pin_id": pin_id, "ok": True}
+    assert ok_on_follower == ok_status
+    assert lost["state"] == "failed"
+    assert lost_status["signer"] == "@op1"
+    assert lost_status["receipt"]["ok"] is True
+    assert on_producer["shortfall"] is True
+    assert heal["ok"] is False
+    assert heal["error"]["code"] == "role_required"
     assert modes["follower"], "the follower actor holds the database open"
     assert all(mode == os.O_RDWR for mode in modes["follower"])
     assert modes["healer"], "the healer read the database"
     assert modes["api"], "the api read the database"
     for name in ("checkpointer", "pinner", "healer", "api"):
         assert all(mode == os.O_RDONLY for mode in modes[name]), name
-    assert heal["ok"] is False
-    assert heal["error"]["code"] == "role_required"
-    assert operator_target["state"] == "failed"
-    assert operator_target["confirmation"]["ok"] is False
-    assert on_producer["shortfall"] is True
-    if committed is not None:
-        assert committed["signer"] == "@op1"
-        assert committed["tx_type"] == "IPFS_PIN_CONFIRM"
-        assert on_follower == committed
     log = follower.log()
     assert "operator transaction submitted type=IPFS_PIN_HEAL" not in log
     assert "heal submitted" not in log
@@ -204,32 +273,12 @@ def _submit_founder(
 def test_upload_to_follower_needs_own_pin_request(
     tmp_path: Path, chain: BuiltChain, producer: Node
 ) -> None:
-    session = keys.generate()
-    expires = int(time.time() * 1000) + 3_600_000
-    issued = _submit_founder(
-        producer,
-        chain,
-        "ACCOUNT_SESSION_KEY_ISSUE",
-        {
-            "pubkey": session.pubkey,
-            "scope": ["IPFS_PIN_REQUEST"],
-            "expires_at_ms": expires,
-        },
-    )
-    _committed(producer, issued)
+    session = _issue_session(producer, chain)
     follower = start(follower_node(tmp_path / "follower", producer, chain.genesis_path))
     try:
-        _committed(follower, issued)
+        wait_synced(follower, producer)
         body = b"bytes uploaded to a follower"
-        response = follower.post(
-            "/v1/media/upload",
-            content=body,
-            headers={
-                "Content-Type": "text/plain",
-                **session_headers(session, "@founder", body),
-            },
-        )
-        upload = response.json()
+        upload = upload_media(follower, session, body)
         download = follower.get(f"/v1/media/{upload['cid']}")
         # The uploader requests the pin itself, through the follower.
         request = _submit_founder(
@@ -243,7 +292,6 @@ def test_upload_to_follower_needs_own_pin_request(
     finally:
         follower.stop()
 
-    assert response.status_code == 200, response.text
     assert upload["size_bytes"] == len(body)
     assert upload["pin_request_error"]["code"] == "role_required"
     assert "pin_request_tx_id" not in upload

@@ -39,7 +39,8 @@ from weall.errors import (
     StorageError,
     UpstreamError,
 )
-from weall.follow.relay import follower_health, relay_submission
+from weall.follow.relay import relay_submission
+from weall.follow.status import follower_health
 from weall.follow.upstream import UpstreamClient
 from weall.ipc import IpcClient
 from weall.protocol import canonical
@@ -608,7 +609,7 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
             raise ApiError("not_found", f"no pin {pin_id[:60]}")
         return json_response(view)
 
-    register_dashboard(app, reader, config)
-    register_metrics(app, reader, config)
+    register_dashboard(app, reader, config, producer)
+    register_metrics(app, reader, config, producer)
     register_media(app, reader, producer, config)
     return app

@@ -7,8 +7,9 @@ polls ``/v1/node/status`` and the chain read routes and has no control that
 submits anything.
 
 ``/v1/node/status`` adds what those routes do not show: the actors from the
-supervisor's ``actors.json``, the WAL size, the newest backup manifest and the
-storage settings. It never includes a key, a secret or a file path.
+supervisor's ``actors.json``, the WAL size, the newest backup manifest, the
+storage settings and, on a follower node, the follower actor's sync summary
+(``weall.follow.status``). It never includes a key, a secret or a file path.
 
 The newest backup is shown with the verification its manifest records and
 with the state of its file: ``present``, ``missing``, or ``changed`` when
@@ -37,7 +38,8 @@ from quart_schema import hide
 from werkzeug.exceptions import NotFound
 
 from weall import __version__
-from weall.config import ACTOR_NAMES, Config
+from weall.config import ALL_ACTOR_NAMES, Config
+from weall.follow.status import follower_health
 from weall.storage import queries
 from weall.storage.backup import BackupManifest, list_manifests, sha256_file
 
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from weall.api.app import NodeReader
+    from weall.ipc import IpcClient
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
@@ -141,8 +144,8 @@ def read_actors(run_dir: Path) -> dict[str, dict[str, Any]]:
         return {}
     if not isinstance(document, dict):
         return {}
-    names = [n for n in ACTOR_NAMES if n in document]
-    names += sorted(n for n in document if n not in ACTOR_NAMES)
+    names = [n for n in ALL_ACTOR_NAMES if n in document]
+    names += sorted(n for n in document if n not in ALL_ACTOR_NAMES)
     return {
         str(name): _clean_actor(document[name])
         for name in names
@@ -375,13 +378,23 @@ def _backup_part(files: FileFacts, now_ms: int) -> dict[str, Any]:
 
 
 def status_document(
-    config: Config, chain: dict[str, Any] | None, files: FileFacts, now_ms: int
+    config: Config,
+    chain: dict[str, Any] | None,
+    files: FileFacts,
+    now_ms: int,
+    follower: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build the ``/v1/node/status`` document."""
+    """Build the ``/v1/node/status`` document.
+
+    ``role`` is ``follower`` on a node with ``WEALL_UPSTREAM_URL`` set, else
+    ``producer``. ``follower`` is the sync summary on a follower node, else null.
+    """
     return {
         "version": __version__,
         "chain_id": config.chain_id,
         "mode": config.mode,
+        "role": "follower" if config.follower else "producer",
+        "follower": follower,
         "now_ms": now_ms,
         **_chain_part(chain, now_ms),
         "actors": _actors_part(files.actors, now_ms),
@@ -407,8 +420,14 @@ def _asset_response(assets: dict[str, bytes], name: str) -> Response:
     return response
 
 
-def register_dashboard(app: QuartTrio, reader: NodeReader, config: Config) -> None:
-    """Add ``GET /``, ``GET /dashboard/<name>`` and ``GET /v1/node/status`` to ``app``."""
+def register_dashboard(
+    app: QuartTrio, reader: NodeReader, config: Config, producer: IpcClient
+) -> None:
+    """Add ``GET /``, ``GET /dashboard/<name>`` and ``GET /v1/node/status`` to ``app``.
+
+    ``producer`` is the client of the producer socket, which the follower
+    actor serves on a follower node.
+    """
     assets = _load_assets()
 
     @app.get("/")
@@ -435,7 +454,9 @@ def register_dashboard(app: QuartTrio, reader: NodeReader, config: Config) -> No
     async def node_status() -> Response:
         chain = await read_or_none(reader, read_chain_facts)
         files = await trio.to_thread.run_sync(read_file_facts, config)
-        document = status_document(config, chain, files, int(time.time() * 1000))
+        follower = await follower_health(producer) if config.follower else None
+        now_ms = int(time.time() * 1000)
+        document = status_document(config, chain, files, now_ms, follower)
         return Response(
             orjson.dumps(document), status=200, content_type="application/json"
         )

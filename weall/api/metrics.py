@@ -1,16 +1,21 @@
 """``GET /metrics``: the node's metrics in the Prometheus text format.
 
-Two kinds of metric are exposed, from one registry per app:
+Two kinds of metric are exposed:
 
-- Counted in this api process, by request hooks: requests and their latency
-  by route template, and admission rejections by error code, taken from the
-  responses of ``POST /v1/tx/submit`` and ``POST /v1/tx/batch``. They start
-  from zero when the api restarts, as Prometheus counters may.
+- Counted by request hooks: requests and their latency by route template,
+  and admission rejections by error code, taken from the responses of
+  ``POST /v1/tx/submit`` and ``POST /v1/tx/batch``. Under ``weall
+  supervise`` every api process writes them to shared files
+  (``weall.api.metrics_dir``) and a scrape sums the files of all api
+  processes, so the totals cover every worker and survive an api restart.
+  They start from zero when the supervisor starts. An api run alone
+  (``weall actor api``) counts in memory, from zero at each start.
   NOTE: requests that the ASGI middleware answers itself (rate limited, or
   a body over its limit) never reach these hooks and are not counted.
 - Read at scrape time, with bounded queries: height, blocks and transactions
-  committed, pending transactions, pins by state, and from files the actors'
-  restarts, the WAL size and the age of the newest backup.
+  committed, pending transactions, pins by state, from files the actors'
+  restarts, the WAL size and the age of the newest backup, and on a
+  follower node the follower actor's sync state.
 
 Transactions committed are summed from ``blocks.tx_count`` incrementally: the
 first scrape reads every block row once, later scrapes only the new ones.
@@ -18,6 +23,7 @@ first scrape reads every block row once, later scrapes only the new ones.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -29,18 +35,23 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from quart import Response, g, request
 
 from weall import __version__
 from weall.api.dashboard import FileFacts, read_file_facts, read_or_none
+from weall.api.metrics_dir import METRICS_DIR_ENV
 from weall.config import Config
+from weall.errors import HTTP_STATUS
+from weall.follow.status import STATES, follower_health
 from weall.storage import queries
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from weall.api.app import NodeReader
+    from weall.ipc import IpcClient
 
 __all__ = ["register_metrics"]
 
@@ -135,20 +146,24 @@ class _NodeCollector(Collector):
         self.config = config
         self.chain: _ChainSample | None = None
         self.files: FileFacts | None = None
+        self.follower: dict[str, Any] | None = None
         self.now_s = 0.0
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
             "weall_node_info",
-            "Node version, chain id and mode",
-            labels=["version", "chain_id", "mode"],
+            "Node version, chain id, mode (dev or genesis) and role (producer or follower)",
+            labels=["version", "chain_id", "mode", "role"],
         )
-        info.add_metric([__version__, self.config.chain_id, self.config.mode], 1)
+        role = "follower" if self.config.follower else "producer"
+        info.add_metric([__version__, self.config.chain_id, self.config.mode, role], 1)
         yield info
         if self.chain is not None:
             yield from self._chain_metrics(self.chain)
         if self.files is not None:
             yield from self._actor_metrics(self.files)
+        if self.follower is not None:
+            yield from _follower_metrics(self.follower)
 
     def _chain_metrics(self, chain: _ChainSample) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -234,10 +249,88 @@ class _NodeCollector(Collector):
             )
 
 
-class _RequestMetrics:
-    """Counters and the latency histogram kept by the request hooks."""
+# Gauges copied from the follower's sync summary when it has a number:
+# (summary field, metric name, help text).
+_FOLLOWER_NUMBERS: Final = (
+    ("upstream_height", "weall_follower_upstream_height", "Upstream's height"),
+    (
+        "blocks_behind",
+        "weall_follower_blocks_behind",
+        "Blocks the upstream has and this follower lacks",
+    ),
+    (
+        "sync_blocks_per_s",
+        "weall_follower_sync_blocks_per_second",
+        "Blocks committed per second while syncing, over the last few seconds",
+    ),
+    (
+        "sync_eta_s",
+        "weall_follower_sync_eta_seconds",
+        "Estimated seconds until the follower reaches the upstream's height",
+    ),
+)
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+
+def _follower_metrics(summary: dict[str, Any]) -> Iterator[Metric]:
+    """Build the follower families from the follower actor's sync summary."""
+    current = summary.get("state")
+    state = GaugeMetricFamily(
+        "weall_follower_state",
+        "1 for the follower's current sync state: " + ", ".join(STATES),
+        labels=["state"],
+    )
+    for name in STATES:
+        state.add_metric([name], 1 if name == current else 0)
+    yield state
+
+    yield from _rejection_metrics(summary.get("rejected"))
+
+    upstream = summary.get("upstream")
+    if isinstance(upstream, str):
+        info = GaugeMetricFamily(
+            "weall_follower_upstream_info",
+            "The upstream node that this follower syncs from",
+            labels=["upstream"],
+        )
+        info.add_metric([upstream], 1)
+        yield info
+
+    for field_name, name, documentation in _FOLLOWER_NUMBERS:
+        number = summary.get(field_name)
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            yield GaugeMetricFamily(name, documentation, value=number)
+
+    if "storage_full" in summary:
+        yield GaugeMetricFamily(
+            "weall_follower_storage_full",
+            "1 while the sync is paused because the disk is full",
+            value=1 if summary["storage_full"] else 0,
+        )
+
+
+def _rejection_metrics(rejected: Any) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "weall_follower_rejected",
+        "1 when the follower rejected its upstream and syncs nothing until restarted",
+        value=1 if rejected else 0,
+    )
+    if isinstance(rejected, dict) and isinstance(rejected.get("height"), int):
+        yield GaugeMetricFamily(
+            "weall_follower_rejected_height",
+            "Height of the block at which the upstream was rejected",
+            value=rejected["height"],
+        )
+
+
+class _RequestMetrics:
+    """Counters and the latency histogram kept by the request hooks.
+
+    With ``registry`` None they are registered nowhere, which is how
+    prometheus_client's multiprocess mode wants them: their values go to the
+    shared files, and a ``MultiProcessCollector`` reads them back.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
         self.requests = Counter(
             "weall_http_requests",
             "HTTP requests answered, by method, route template and status",
@@ -256,6 +349,10 @@ class _RequestMetrics:
             ["code"],
             registry=registry,
         )
+        # Every stable code starts at 0, so that its series exists before the
+        # first rejection, because a multiprocess scrape omits unused series.
+        for code in HTTP_STATUS:
+            self.rejections.labels(code=code)
 
     def count_rejections(self, route: str, status: int, body: bytes) -> None:
         try:
@@ -281,12 +378,30 @@ class _RequestMetrics:
                 ).inc()
 
 
-def register_metrics(app: QuartTrio, reader: NodeReader, config: Config) -> None:
-    """Add ``GET /metrics`` and the request hooks that count and time every request."""
+def _request_metrics(registry: CollectorRegistry) -> _RequestMetrics:
+    """Create the request metrics, in the shared files when the supervisor set them up."""
+    shared = os.environ.get(METRICS_DIR_ENV)
+    if not shared:
+        return _RequestMetrics(registry)
+    # The supervisor creates the directory; an api started by hand with the
+    # variable set may find none.
+    os.makedirs(shared, mode=0o700, exist_ok=True)
+    MultiProcessCollector(registry, path=shared)  # type: ignore[no-untyped-call]
+    return _RequestMetrics(None)
+
+
+def register_metrics(
+    app: QuartTrio, reader: NodeReader, config: Config, producer: IpcClient
+) -> None:
+    """Add ``GET /metrics`` and the request hooks that count and time every request.
+
+    ``producer`` is the client of the producer socket, which the follower
+    actor serves on a follower node.
+    """
     registry = CollectorRegistry()
     node = _NodeCollector(config)
     registry.register(node)
-    counters = _RequestMetrics(registry)
+    counters = _request_metrics(registry)
     tx_total = _TxTotal()
 
     @app.before_request
@@ -319,6 +434,7 @@ def register_metrics(app: QuartTrio, reader: NodeReader, config: Config) -> None
             # Two concurrent scrapes both count from ``known``, and either result is correct.
             tx_total = result[1]
         node.files = await trio.to_thread.run_sync(read_file_facts, config)
+        node.follower = await follower_health(producer) if config.follower else None
         node.chain = None if result is None else result[0]
         node.now_s = time.time()
         return Response(

@@ -1,4 +1,4 @@
-"""The follower-only parts of the api: relayed writes and the sync summary.
+"""The follower-only part of the api: relayed writes.
 
 Submissions (``POST /v1/tx/submit`` and ``/v1/tx/batch``) go to the upstream
 unchanged, and its status and body come back unchanged, so a client sees the
@@ -7,28 +7,13 @@ producer's reply. Every read stays local.
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Final
-
 import orjson
 
 from weall.api.proxy import IpAddress
-from weall.errors import IpcError, UpstreamError
+from weall.errors import UpstreamError
 from weall.follow.upstream import UpstreamClient
-from weall.ipc import IpcClient
 
-__all__ = ["follower_health", "forwarding_headers", "relay_submission"]
-
-log = logging.getLogger(__name__)
-
-STATUS_TIMEOUT_S: Final = 2.0
-_HEALTH_FIELDS: Final = (
-    "state",
-    "upstream",
-    "upstream_height",
-    "rejected",
-    "storage_full",
-)
+__all__ = ["forwarding_headers", "relay_submission"]
 
 
 def forwarding_headers(client: IpAddress | None) -> dict[str, str]:
@@ -67,15 +52,3 @@ async def relay_submission(
             f"POST {path} at {upstream.base_url}: the reply is not a JSON object"
         )
     return status, reply
-
-
-async def follower_health(follower: IpcClient) -> dict[str, Any]:
-    """Return the follower actor's sync summary for ``/health``."""
-    try:
-        reply = await follower.call("status", timeout=STATUS_TIMEOUT_S)
-    except IpcError as exc:
-        log.debug("follower status unavailable: %s", exc)
-        return {"state": "unavailable"}
-    if not reply.get("ok"):
-        return {"state": "unavailable"}
-    return {name: reply.get(name) for name in _HEALTH_FIELDS}

@@ -8,8 +8,9 @@ passed. At the upstream's tip it polls every ``POLL_S`` seconds.
 
 An unreachable upstream starts a new session after a capped exponential
 backoff. An upstream that served anything invalid is rejected: the loop
-logs the height and the reason once and stops, and ``statistics()`` reports
-it, until the follower restarts.
+stops fetching and logs the height and the reason at ERROR. It repeats that
+line every ``rejected_log_s`` seconds, and ``statistics()`` reports the
+rejection, until the follower restarts.
 """
 
 from __future__ import annotations
@@ -100,11 +101,14 @@ class Syncer:
         self._last_rate: float | None = None
         self._behind_logged = False
         self._progress: Progress | None = None
+        self.rejected_log_s = config.follower_rejected_log_s
+        self.last_error: str | None = None
+        self.state_since_ms = _now_ms()
 
     # -- the loop ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """Follow the upstream until cancelled or until it is rejected."""
+        """Follow the upstream until cancelled; after a rejection, only report it."""
         failures = 0
         while True:
             try:
@@ -118,12 +122,14 @@ class Syncer:
                         failures,
                     )
                     failures = 0
+                    self.last_error = None
                 await self._follow()
             except UpstreamError as exc:
                 failures += 1
                 delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** min(failures - 1, 10))
                 # any -> UNREACHABLE
                 self._set_state(SyncState.UNREACHABLE)
+                self.last_error = str(exc)
                 if failures == 1 or failures % 10 == 0:
                     log.warning(
                         "upstream unreachable url=%s failures=%d retry_in=%.1fs error=%s",
@@ -135,6 +141,7 @@ class Syncer:
                 await trio.sleep(delay)
             except UpstreamRejected as exc:
                 self._reject(exc)
+                await self._repeat_rejection()
                 return
 
     async def _check_upstream(self) -> None:
@@ -325,6 +332,8 @@ class Syncer:
         if state is SyncState.SYNCING and self.state is SyncState.CHECKING:
             self._run_started = time.monotonic()
             self._run_txs = 0
+        if state is not self.state:
+            self.state_since_ms = _now_ms()
         self.state = state
 
     def _log_caught_up(self) -> None:
@@ -351,8 +360,13 @@ class Syncer:
 
     def _reject(self, exc: UpstreamRejected) -> None:
         # any -> REJECTED; final until the actor restarts.
-        self.state = SyncState.REJECTED
-        self.rejection = {"height": exc.height, "reason": exc.reason}
+        self._set_state(SyncState.REJECTED)
+        self._progress = None
+        self.rejection = {
+            "height": exc.height,
+            "reason": exc.reason,
+            "at_ms": self.state_since_ms,
+        }
         log.error(
             "upstream rejected url=%s height=%s committed_height=%d reason=%s",
             self.client.base_url,
@@ -361,13 +375,55 @@ class Syncer:
             exc.reason,
         )
 
+    async def _repeat_rejection(self) -> None:
+        """Log the standing rejection at ERROR every ``rejected_log_s`` until cancelled.
+
+        A rejected follower serves stale reads and keeps running, so one line
+        at the moment of the rejection is easy to miss in a busy log.
+        """
+        assert self.rejection is not None
+        repeats = 0
+        while True:
+            await trio.sleep(self.rejected_log_s)
+            repeats += 1
+            log.error(
+                "upstream still rejected url=%s height=%s committed_height=%d "
+                "since_s=%.0f repeats=%d reason=%s; see docs/followers.md",
+                self.client.base_url,
+                self.rejection["height"],
+                self.head["height"],
+                (_now_ms() - self.rejection["at_ms"]) / 1000,
+                repeats,
+                self.rejection["reason"],
+            )
+
     def statistics(self) -> dict[str, Any]:
+        """Return the sync summary that ``status``, ``/health`` and the dashboard show.
+
+        ``upstream`` is the configured URL, which contains no credentials
+        because ``weall.config`` rejects a URL with any. The ``sync_`` fields
+        are set while the state is ``syncing``: the block rate over the last
+        few seconds, the transaction rate since the catch-up began, and the
+        estimated seconds left at the block rate.
+        """
+        height = self.head["height"]
+        blocks_rate, tx_rate, eta = self._sync_rates()
         return {
-            "height": self.head["height"],
+            "height": height,
             "tip": self.head["hash"],
             "state": self.state.value,
+            "state_since_ms": self.state_since_ms,
             "upstream": self.client.base_url,
             "upstream_height": self.upstream_height,
+            "blocks_behind": None
+            if self.upstream_height is None
+            else max(0, self.upstream_height - height),
+            "sync_blocks_per_s": blocks_rate,
+            "sync_tx_per_s": tx_rate,
+            "sync_eta_s": eta,
+            "last_error": self.last_error
+            if self.state is SyncState.UNREACHABLE
+            else None,
             "rejected": self.rejection,
             "storage_full": self.storage_full,
             "blocks_committed": self.blocks_committed,
@@ -376,6 +432,24 @@ class Syncer:
             if self._last_rate is None
             else round(self._last_rate, 1),
         }
+
+    def _sync_rates(self) -> tuple[float | None, float | None, float | None]:
+        progress = self._progress
+        if self.state is not SyncState.SYNCING or progress is None:
+            return None, None, None
+        stats = progress.statistics()
+        blocks_rate = None if stats.rate_per_s is None else round(stats.rate_per_s, 2)
+        eta = None if stats.eta_s is None else round(stats.eta_s, 1)
+        tx_rate = None
+        if self._run_started is not None:
+            elapsed = time.monotonic() - self._run_started
+            if elapsed > 0:
+                tx_rate = round(self._run_txs / elapsed, 1)
+        return blocks_rate, tx_rate, eta
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def committed_block(writer: Writer, height: int) -> dict[str, Any]:

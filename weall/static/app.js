@@ -14,6 +14,7 @@
 //   #/pin/ID           a pin with its targets and confirmations
 //   #/cid/CID          the pin of a media CID
 //
+// On a follower node the overview starts with the follower's sync state.
 // The status and the current view are fetched again every POLL_MS; a view is
 // redrawn only when its data changed, so scrolling and selection survive.
 "use strict";
@@ -194,6 +195,7 @@
       facts([
         ["chain id", status.chain_id],
         ["mode", badge(status.mode, status.mode === "genesis" ? "ok" : "dev")],
+        ["role", status.role, "status-role"],
         ["version", status.version],
         ["height", head ? links.block(head.height) : null, "status-height"],
         ["tip", head ? hashText(head.hash) : null],
@@ -203,6 +205,66 @@
         ["mempool", status.mempool ? status.mempool.pending + " pending" : null, "status-mempool"],
       ]),
     );
+  }
+
+  // ---- follower ------------------------------------------------------------
+
+  const FOLLOWER_STATES = {
+    caught_up: ["caught up", "ok"],
+    syncing: ["syncing", "pending"],
+    checking: ["checking", "pending"],
+    unreachable: ["upstream unreachable", "bad"],
+    rejected: ["upstream rejected", "bad"],
+    unavailable: ["follower not answering", "bad"],
+  };
+
+  function followerHeights(follower) {
+    if (typeof follower.height !== "number") return null;
+    if (typeof follower.upstream_height !== "number") return follower.height + " (upstream height unknown)";
+    const behind = follower.blocks_behind ? ", " + plural(follower.blocks_behind, "block") + " behind" : "";
+    return follower.height + " of " + follower.upstream_height + behind;
+  }
+
+  function followerRate(follower) {
+    const parts = [];
+    if (typeof follower.sync_blocks_per_s === "number") parts.push(follower.sync_blocks_per_s + " blocks/s");
+    if (typeof follower.sync_tx_per_s === "number") parts.push(follower.sync_tx_per_s + " tx/s");
+    if (parts.length) return parts.join(", ");
+    if (typeof follower.last_sync_tx_per_s === "number") return "last catch-up " + follower.last_sync_tx_per_s + " tx/s";
+    return null;
+  }
+
+  function followerRejection(rejected, nowMs) {
+    if (!rejected) return null;
+    const where = typeof rejected.height === "number" ? "at height " + rejected.height : "at the chain identity check";
+    return el(
+      "span",
+      { id: "follower-rejected" },
+      badge("rejected", "bad"),
+      " " + where + ": " + rejected.reason + " (" + ago(rejected.at_ms, nowMs) + "). ",
+      "Nothing more is synced until the upstream is fixed or replaced and the follower restarted.",
+    );
+  }
+
+  function followerCard(status) {
+    const follower = status.follower;
+    const [label, kind] = FOLLOWER_STATES[follower.state] || [String(follower.state), "bad"];
+    const since = typeof follower.state_since_ms === "number" ? " for " + formatDuration(Math.max(0, (status.now_ms - follower.state_since_ms) / 1000)) : "";
+    const section = wideCard(
+      "Follower",
+      facts([
+        ["state", el("span", { id: "follower-state", "data-state": follower.state }, badge(label, kind), since)],
+        ["upstream", follower.upstream ? el("span", { class: "hash", id: "follower-upstream" }, follower.upstream) : null],
+        ["height", followerHeights(follower), "follower-heights"],
+        ["sync rate", followerRate(follower), "follower-rate"],
+        ["time left", typeof follower.sync_eta_s === "number" ? formatDuration(follower.sync_eta_s) : null, "follower-eta"],
+        ["last error", follower.last_error || null],
+        ["storage", follower.storage_full ? badge("disk full, sync paused", "bad") : null],
+        ["rejection", followerRejection(follower.rejected, status.now_ms) || "none"],
+      ]),
+    );
+    section.id = "follower";
+    return section;
   }
 
   function actorRow(actor) {
@@ -227,9 +289,10 @@
 
   function storageCard(status) {
     const storage = status.storage;
-    const wal = el("span", {}, formatBytes(storage.wal_bytes) + " of " + formatBytes(storage.wal_max_bytes) + " ");
+    // The text and the meter are flex items, so the meter never overlaps the text.
+    const wal = el("span", { class: "wal" }, el("span", { class: "wal-size" }, formatBytes(storage.wal_bytes) + " of " + formatBytes(storage.wal_max_bytes)));
     if (typeof storage.wal_bytes === "number") {
-      wal.append(el("meter", { min: 0, max: storage.wal_max_bytes, value: storage.wal_bytes }));
+      wal.append(el("meter", { min: 0, max: storage.wal_max_bytes, value: storage.wal_bytes, title: "WAL size against WEALL_WAL_MAX_BYTES" }));
     }
     return card(
       "Storage",
@@ -331,7 +394,16 @@
       return { status, page };
     },
     render({ status, page }) {
-      const grid = el("div", { class: "grid" }, chainCard(status), actorsCard(status), storageCard(status), backupCard(status), countsCard(status));
+      const grid = el(
+        "div",
+        { class: "grid" },
+        status.follower ? followerCard(status) : null,
+        chainCard(status),
+        actorsCard(status),
+        storageCard(status),
+        backupCard(status),
+        countsCard(status),
+      );
       const older = page.blocks.length && page.blocks[0].height > 0
         ? el("p", {}, link(fragment("blocks", page.blocks[0].height - 1), "Older blocks →"))
         : null;
@@ -662,6 +734,9 @@
   function updateHeader(status) {
     document.getElementById("chain-id").textContent = status.chain_id;
     document.getElementById("mode").textContent = status.mode;
+    const role = document.getElementById("role");
+    role.textContent = status.follower ? "follower · " + (FOLLOWER_STATES[status.follower.state] || [status.follower.state])[0] : status.role;
+    role.className = "chip" + (status.follower && status.follower.state === "rejected" ? " bad" : "");
     document.getElementById("head-height").textContent = status.head ? String(status.head.height) : "–";
     document.title = "WeAll node · " + status.chain_id + " · " + (status.head ? status.head.height : "–");
   }

@@ -584,6 +584,8 @@ class ActorRunner:
             self._failures = 0
         uptime = trio.current_time() - self._spawned_at
         pid = process.pid if process is not None else None
+        if pid is not None and self.spec.on_exit is not None:
+            self.spec.on_exit(pid)
         fields = (self.name, pid, status.code, status.signal, uptime)
         if self._stop_requested or self._restart_requested:
             log.info("stopped actor=%s pid=%s code=%s signal=%s uptime_s=%.3f", *fields)

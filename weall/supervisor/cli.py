@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
@@ -13,6 +14,12 @@ import trio
 
 from weall import logs
 from weall.actors.cli import DRAIN_GRACE_S
+from weall.api.metrics_dir import (
+    METRICS_DIR_ENV,
+    mark_api_process_dead,
+    metrics_dir,
+    reset_metrics_dir,
+)
 from weall.config import (
     ACTOR_NAMES,
     ALL_ACTOR_NAMES,
@@ -21,6 +28,7 @@ from weall.config import (
     load,
 )
 from weall.errors import ConfigError, StartupError, WeallError
+from weall.follow.status import describe_follower, read_follower_summary
 from weall.supervisor.control import call_supervisor, wait_supervisor_gone
 from weall.supervisor.spec import ActorSpec, RestartPolicy, RestartType
 from weall.supervisor.supervisor import ActorConfigError, GaveUpError, Supervisor
@@ -87,15 +95,24 @@ def resolve_actors(
     return requested
 
 
-def build_specs(actors: Sequence[str], *, api_workers: int = 1) -> list[ActorSpec]:
+def build_specs(
+    actors: Sequence[str], *, api_workers: int = 1, metrics_dir: Path | None = None
+) -> list[ActorSpec]:
     """Build the child specs of the real actors, each run as ``weall actor NAME``.
 
     With ``api_workers`` above 1 the api runs as that many processes,
-    ``api``, ``api-2``, ..., which share its port through SO_REUSEPORT.
+    ``api``, ``api-2``, ..., which share its port through SO_REUSEPORT. With
+    ``metrics_dir`` set, every api process keeps its request metrics in files
+    there (``weall.api.metrics_dir``), so that ``/metrics`` sums them all.
     """
     specs = []
     for name in actors:
         copies = api_workers if name == "api" else 1
+        env: dict[str, str] = {}
+        on_exit: Callable[[int], None] | None = None
+        if name == "api" and metrics_dir is not None:
+            env = {METRICS_DIR_ENV: str(metrics_dir)}
+            on_exit = functools.partial(mark_api_process_dead, metrics_dir)
         for worker in range(1, copies + 1):
             extra = ("--worker", str(worker)) if copies > 1 else ()
             specs.append(
@@ -105,20 +122,26 @@ def build_specs(actors: Sequence[str], *, api_workers: int = 1) -> list[ActorSpe
                     restart=RestartType.PERMANENT,
                     shutdown_grace_s=DRAIN_GRACE_S[name] + KILL_MARGIN_S,
                     start_timeout_s=START_TIMEOUT_S.get(name, DEFAULT_START_TIMEOUT_S),
+                    env=env,
+                    on_exit=on_exit,
                 )
             )
     return specs
 
 
 def run_supervisor(
-    specs: Sequence[ActorSpec], config: Config, *, policy: RestartPolicy | None = None
+    specs: Sequence[ActorSpec],
+    config: Config,
+    *,
+    policy: RestartPolicy | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> int:
     """Supervise ``specs`` until the node stops and return the exit code.
 
     Returns 0 after a requested stop, 1 after giving up on an actor, and 78
-    when another supervisor has locked the control socket or an actor exited
-    with code 78. Logging goes to stdout with the actors' output, as the
-    supervisor's own actor ``supervisor``.
+    when another supervisor has locked the control socket, an actor exited
+    with code 78 or ``on_start`` failed. Logging goes to stdout with the
+    actors' output, as the supervisor's own actor ``supervisor``.
     """
     logs.setup(
         "supervisor",
@@ -127,7 +150,7 @@ def run_supervisor(
         stream=sys.stdout,
         prefix=True,
     )
-    supervisor = Supervisor(specs, config, policy=policy)
+    supervisor = Supervisor(specs, config, policy=policy, on_start=on_start)
     try:
         trio.run(supervisor.run)
     except (StartupError, ActorConfigError) as exc:
@@ -162,7 +185,13 @@ def _supervise_command(args: argparse.Namespace) -> int:
     except (StartupError, ConfigError) as exc:
         print(f"weall supervise: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return run_supervisor(build_specs(actors, api_workers=config.api_workers), config)
+    if "api" not in actors:
+        return run_supervisor(build_specs(actors), config)
+    shared = metrics_dir(config.control_socket)
+    specs = build_specs(actors, api_workers=config.api_workers, metrics_dir=shared)
+    return run_supervisor(
+        specs, config, on_start=functools.partial(reset_metrics_dir, shared)
+    )
 
 
 def _status_command(args: argparse.Namespace) -> int:
@@ -170,10 +199,14 @@ def _status_command(args: argparse.Namespace) -> int:
     reply = trio.run(call_supervisor, config.control_socket, "status")
     reply.pop("ok", None)
     reply.pop("id", None)
+    if config.follower:
+        reply["follower"] = trio.run(read_follower_summary, config.producer_socket)
     if args.json:
         print(orjson.dumps(reply, option=orjson.OPT_INDENT_2).decode())
     else:
         print(format_status_table(reply))
+        if config.follower:
+            print(describe_follower(reply["follower"]))
     if args.check:
         problems = unhealthy(reply)
         if problems:
@@ -320,9 +353,10 @@ def _register_control_commands(subparsers: argparse._SubParsersAction[Any]) -> N
         "status",
         help="show the actors of a running supervisor",
         description=(
-            "Show the state, pid, uptime, restarts and last exit of each actor. "
-            "Exit codes: 0, or 1 when no supervisor is running or, with --check, when "
-            "an actor is not running."
+            "Show the state, pid, uptime, restarts and last exit of each actor, and "
+            "on a follower node its sync state: upstream, heights, rate, time left "
+            "and any rejection. Exit codes: 0, or 1 when no supervisor is running "
+            "or, with --check, when an actor is not running."
         ),
     )
     status.add_argument(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = ["ActorSpec", "RestartPolicy", "RestartType"]
@@ -47,6 +47,8 @@ class ActorSpec:
             the process is killed and the attempt counts as a failure.
         env: variables set for this actor on top of the supervisor's
             environment.
+        on_exit: called with the pid after each process of this actor
+            exited and was reaped; it must not raise.
     """
 
     name: str
@@ -55,6 +57,7 @@ class ActorSpec:
     shutdown_grace_s: float = 5.0
     start_timeout_s: float = 30.0
     env: Mapping[str, str] = field(default_factory=dict)
+    on_exit: Callable[[int], None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):

@@ -29,14 +29,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import trio
 
 from weall import __version__
-from weall.errors import WeallError
+from weall.errors import StartupError, WeallError
 from weall.supervisor import control
 from weall.supervisor._child import ActorRunner, ActorStatus, ExitStatus
 from weall.supervisor._output import OutputSink
@@ -120,6 +120,8 @@ class Supervisor:
         policy: restart budget, backoff and stop limits. By default the budget
             comes from ``config.restart_max`` and ``config.restart_window_s``.
         output: where actor output lines go; ``sys.stdout`` by default.
+        on_start: called once the control lock is held, before the first
+            actor starts; an ``OSError`` from it stops the start.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class Supervisor:
         *,
         policy: RestartPolicy | None = None,
         output: TextIO | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         names = [spec.name for spec in specs]
         if not names:
@@ -139,6 +142,7 @@ class Supervisor:
                 f"actor names must be unique (repeated: {', '.join(duplicates)})"
             )
         self.config = config
+        self._on_start = on_start
         self.policy = policy or RestartPolicy(
             max_restarts=config.restart_max, window_s=config.restart_window_s
         )
@@ -185,7 +189,8 @@ class Supervisor:
         a stop interrupted the start).
 
         Raises:
-            StartupError: another supervisor has locked the control socket.
+            StartupError: another supervisor has locked the control socket,
+                or ``on_start`` raised an ``OSError``.
             GaveUpError: an actor exhausted its restart budget; the other
                 actors were stopped before it is raised.
             ActorConfigError: an actor exited with code 78; the other actors
@@ -193,6 +198,11 @@ class Supervisor:
         """
         socket_path = self.config.control_socket
         with control.hold_control_lock(socket_path):
+            if self._on_start is not None:
+                try:
+                    self._on_start()
+                except OSError as exc:
+                    raise StartupError(f"preparing the node failed: {exc}") from exc
             try:
                 await self._run_locked(task_status)
             finally:
