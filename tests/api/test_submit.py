@@ -1,4 +1,4 @@
-"""The api's submit coalescer, against a real producer-shaped socket server."""
+"""Submissions: the coalescer over a real socket, and the endpoint on a live node."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
 
 from weall import ipc
 from weall.api.submit import MAX_BATCH, ProducerRejected, SubmitCoalescer
@@ -195,3 +196,32 @@ async def test_producer_rejects_bad_tx_ids(
         response = await client.call("submit", envelopes=[envelope], **fields)
     assert response["ok"] is False
     assert response["error"]["code"] == "invalid_request"
+
+
+def _sample(text: str, name: str, labels: dict[str, str]) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(
+                sample.labels.get(key) == value for key, value in labels.items()
+            ):
+                return float(sample.value)
+    return 0.0
+
+
+@pytest.mark.slow
+def test_endpoint_counts_submissions_in_metrics(world: World) -> None:
+    labels = {"method": "POST", "route": "/v1/tx/submit", "status": "400"}
+    before = world.node.get("/metrics").text
+    response = world.node.post(
+        "/v1/tx/submit",
+        content=b'{"chain_id": 1.5}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+    after = world.node.get("/metrics").text
+    requests = "weall_http_requests_total"
+    rejections = "weall_admission_rejections_total"
+    assert _sample(after, requests, labels) == _sample(before, requests, labels) + 1
+    code = {"code": "invalid_json"}
+    assert _sample(after, rejections, code) == _sample(before, rejections, code) + 1

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import orjson
-import trio
 from quart import Response, g, request
 from quart_schema import QuartSchema, RequestSchemaValidationError, document
 from quart_trio import QuartTrio
@@ -30,12 +29,17 @@ from weall.api.metrics import register_metrics
 from weall.api.openapi import NodeOpenAPIProvider
 from weall.api.proxy import TrustedProxies, client_address
 from weall.api.ratelimit import RateLimitMiddleware
-from weall.api.submit import ProducerRejected, SubmitCoalescer
+from weall.api.submit import (
+    BATCH_PATH,
+    SUBMIT_PATH,
+    Reply,
+    SubmitCoalescer,
+    SubmitEndpoint,
+    SubmitService,
+)
 from weall.config import Config
 from weall.errors import (
     HTTP_STATUS,
-    IpcError,
-    ProtocolError,
     StorageError,
     UpstreamError,
 )
@@ -43,8 +47,6 @@ from weall.follow.relay import relay_submission
 from weall.follow.status import follower_health
 from weall.follow.upstream import UpstreamClient
 from weall.ipc import IpcClient
-from weall.protocol import canonical
-from weall.protocol.envelope import parse_envelope
 from weall.protocol.genesis import genesis_info
 from weall.protocol.txtypes import GenesisInfo
 from weall.storage.health import journal_settings
@@ -57,10 +59,6 @@ access_log = logging.getLogger("weall.api.access")
 T = TypeVar("T")
 RouteT = TypeVar("RouteT", bound=Callable[..., Any])
 
-MAX_BATCH = 1000
-# Batches up to this size have their signatures checked on the event loop.
-INLINE_CHECKS = 4
-STORAGE_FULL_RETRY_AFTER_S = 5
 _HTTP_CODES = {
     400: "invalid_request",
     404: "not_found",
@@ -82,10 +80,14 @@ def _doc(
     return document(querystring=query, responses={status: (model, None)})
 
 
-def _wrap_asgi(app: QuartTrio, config: Config) -> None:
-    """Put the body limits and the rate limit in front of the app, at the ASGI layer."""
+def _wrap_asgi(app: QuartTrio, config: Config, inner: AsgiApp) -> None:
+    """Put the limits in front of ``inner``, at the ASGI layer.
+
+    ``inner`` is the Quart app or ``SubmitEndpoint`` in front of it. The rate
+    limit runs first, then the body limits.
+    """
     body_limits = BodyLimitMiddleware(
-        cast("AsgiApp", app.asgi_app),
+        inner,
         default_limit=config.max_request_bytes,
         path_limits={MEDIA_UPLOAD_PATH: config.ipfs_max_upload_bytes},
         body_timeout_s=config.api_body_timeout_s,
@@ -132,6 +134,20 @@ def json_response(document: Any, status: int = 200) -> Response:
     return Response(
         orjson.dumps(document), status=status, content_type="application/json"
     )
+
+
+def reply_response(reply: Reply) -> Response:
+    response = Response(
+        reply.body(), status=reply.status, content_type="application/json"
+    )
+    for name, value in reply.headers:
+        response.headers[name] = value
+    return response
+
+
+async def _body() -> bytes:
+    data = await request.get_data(cache=False, as_text=False)
+    return data.encode() if isinstance(data, str) else data
 
 
 def error_response(
@@ -217,88 +233,6 @@ def _read_actors(config: Config) -> dict[str, Any]:
     return document if isinstance(document, dict) else {}
 
 
-async def _read_json_body() -> Any:
-    data = await request.get_data(cache=False)
-    try:
-        return canonical.loads_strict(data)
-    except ProtocolError as exc:
-        raise ApiError(exc.code, exc.message) from None
-
-
-def _check_signatures(
-    envelopes: list[Any], allow_unsigned: bool
-) -> list[dict[str, Any] | str]:
-    """Check shape and signature of each envelope.
-
-    Returns, for each envelope, its tx id where it passed, or the error
-    result where it failed. Runs in a worker thread for large batches:
-    libsodium releases the GIL, so the api's core verifies signatures while
-    the producer's core admits the previous batch.
-    """
-    outcomes: list[dict[str, Any] | str] = []
-    for envelope in envelopes:
-        try:
-            env = parse_envelope(envelope, allow_unsigned=allow_unsigned, checked=True)
-            if env.sig is not None or not allow_unsigned:
-                env.verify_signature()
-        except ProtocolError as exc:
-            outcomes.append(
-                {
-                    "ok": False,
-                    "http": exc.http_status,
-                    "error": {
-                        "code": exc.code,
-                        "message": exc.message,
-                        "details": exc.details,
-                    },
-                }
-            )
-        else:
-            outcomes.append(env.tx_id)
-    return outcomes
-
-
-async def _forward(
-    submitter: SubmitCoalescer, envelopes: list[Any], config: Config
-) -> list[dict[str, Any]]:
-    allow_unsigned = config.allow_unsigned_txs and config.mode == "dev"
-    if len(envelopes) <= INLINE_CHECKS:
-        # A thread hop costs more than a few signature checks.
-        outcomes = _check_signatures(envelopes, allow_unsigned)
-    else:
-        outcomes = await trio.to_thread.run_sync(
-            _check_signatures, envelopes, allow_unsigned
-        )
-    passed = [
-        (doc, outcome)
-        for doc, outcome in zip(envelopes, outcomes, strict=True)
-        if isinstance(outcome, str)
-    ]
-    results: list[dict[str, Any]] = []
-    if passed:
-        try:
-            results = await submitter.submit(
-                [doc for doc, _ in passed], [tx_id for _, tx_id in passed]
-            )
-        except IpcError:
-            raise ApiError(
-                "unavailable",
-                "the producer is not reachable; retry shortly",
-                status=503,
-            ) from None
-        except ProducerRejected as exc:
-            code = exc.error.get("code", "unavailable")
-            raise ApiError(
-                code,
-                exc.error.get("message", "producer error"),
-                status=503 if code == "unavailable" else None,
-            ) from None
-    admitted = iter(results)
-    return [
-        next(admitted) if isinstance(outcome, str) else outcome for outcome in outcomes
-    ]
-
-
 async def _relay(upstream: UpstreamClient, path: str, config: Config) -> Response:
     """Send a submission to a follower's upstream and return its reply unchanged."""
     data = await request.get_data(cache=False, as_text=False)
@@ -319,11 +253,6 @@ async def _relay(upstream: UpstreamClient, path: str, config: Config) -> Respons
     return Response(reply, status=status, content_type="application/json")
 
 
-def _result_document(result: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    status = int(result.pop("http", 400))
-    return result, status
-
-
 def create_app(config: Config, producer: IpcClient) -> QuartTrio:
     app = QuartTrio("weall")
     # BodyLimitMiddleware enforces the limit of each path first; Quart's own
@@ -341,10 +270,20 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         info={"title": "WeAll node API", "version": __version__},
         openapi_provider_class=NodeOpenAPIProvider,
     )
-    _wrap_asgi(app, config)
     reader = NodeReader(config)
     app.extensions["weall_reader"] = reader
-    submitter = SubmitCoalescer(producer)
+
+    async def stored_chain_id() -> str | None:
+        try:
+            return (await reader.genesis_info()).chain_id
+        except ApiError:
+            return None
+
+    submissions = SubmitService(
+        SubmitCoalescer(producer),
+        allow_unsigned=config.allow_unsigned_txs and config.mode == "dev",
+        chain_id=stored_chain_id,
+    )
     # On a follower node, submissions go to the upstream; reads stay local.
     upstream = (
         UpstreamClient(config.upstream_url, timeout_s=15.0, deadline_s=60.0)
@@ -497,17 +436,12 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         responses={202: (schemas.TxAccepted, None), 200: (schemas.TxDuplicate, None)},
     )
     async def submit() -> Response:
+        # On a producer node SubmitEndpoint serves these POSTs before Quart,
+        # so this route runs for a follower's relay, and for tests that call
+        # the Quart app directly.
         if upstream is not None:
-            return await _relay(upstream, "/v1/tx/submit", config)
-        envelope = await _read_json_body()
-        (result,) = await _forward(submitter, [envelope], config)
-        document, status = _result_document(result)
-        response = json_response(document, status)
-        if document.get("error", {}).get("code") == "storage_full":
-            # A full disk stays full until an operator frees space, so
-            # clients should retry at a slow pace.
-            response.headers["Retry-After"] = str(STORAGE_FULL_RETRY_AFTER_S)
-        return response
+            return await _relay(upstream, SUBMIT_PATH, config)
+        return reply_response(await submissions.handle(SUBMIT_PATH, await _body()))
 
     @app.post("/v1/tx/batch")
     @document(
@@ -515,20 +449,8 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
     )
     async def batch() -> Response:
         if upstream is not None:
-            return await _relay(upstream, "/v1/tx/batch", config)
-        body = await _read_json_body()
-        envelopes = body.get("envelopes") if isinstance(body, dict) else body
-        if not isinstance(envelopes, list) or not 1 <= len(envelopes) <= MAX_BATCH:
-            raise ApiError(
-                "invalid_request", f"body must list 1 to {MAX_BATCH} envelopes"
-            )
-        results = await _forward(submitter, envelopes, config)
-        documents = []
-        for result in results:
-            document, status = _result_document(result)
-            document["http_status"] = status
-            documents.append(document)
-        return json_response({"ok": True, "results": documents})
+            return await _relay(upstream, BATCH_PATH, config)
+        return reply_response(await submissions.handle(BATCH_PATH, await _body()))
 
     @app.get("/v1/accounts/<account_id>")
     @_doc(schemas.Account)
@@ -610,6 +532,19 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         return json_response(view)
 
     register_dashboard(app, reader, config, producer)
-    register_metrics(app, reader, config, producer)
+    observe_metrics = register_metrics(app, reader, config, producer)
+
+    def observe(
+        method: str, route: str, status: int, seconds: float, body: bytes
+    ) -> None:
+        observe_metrics(method, route, status, seconds, body)
+        access_log.info("%s %s %d %.1fms", method, route, status, seconds * 1000)
+
+    # A follower relays submissions to its upstream, which the Quart routes do.
+    quart_app = cast("AsgiApp", app.asgi_app)
+    if upstream is None:
+        _wrap_asgi(app, config, SubmitEndpoint(quart_app, submissions, observe))
+    else:
+        _wrap_asgi(app, config, quart_app)
     register_media(app, reader, producer, config)
     return app

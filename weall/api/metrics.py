@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -392,17 +392,29 @@ def _request_metrics(registry: CollectorRegistry) -> _RequestMetrics:
 
 def register_metrics(
     app: QuartTrio, reader: NodeReader, config: Config, producer: IpcClient
-) -> None:
+) -> Callable[[str, str, int, float, bytes], None]:
     """Add ``GET /metrics`` and the request hooks that count and time every request.
 
     ``producer`` is the client of the producer socket, which the follower
-    actor serves on a follower node.
+    actor serves on a follower node. Returns the function that records one
+    request, ``(method, route template, status, seconds, response body)``,
+    for requests served outside Quart.
     """
     registry = CollectorRegistry()
     node = _NodeCollector(config)
     registry.register(node)
     counters = _request_metrics(registry)
     tx_total = _TxTotal()
+
+    def observe(
+        method: str, route: str, status: int, seconds: float, body: bytes
+    ) -> None:
+        counters.latency.labels(method, route).observe(seconds)
+        counters.requests.labels(method, route, str(status)).inc()
+        # A 202 from a single submit is an admission, so only other
+        # responses of the submit routes need parsing for rejections.
+        if route in _SUBMIT_ROUTES and not (status == 202 and route == "/v1/tx/submit"):
+            counters.count_rejections(route, status, body)
 
     @app.before_request
     async def start_request_timer() -> None:
@@ -414,15 +426,11 @@ def register_metrics(
             request.url_rule.rule if request.url_rule is not None else _UNMATCHED_ROUTE
         )
         started = g.get("weall_metrics_started")
-        if started is not None:
-            counters.latency.labels(request.method, route).observe(
-                time.perf_counter() - started
-            )
-        counters.requests.labels(request.method, route, str(response.status_code)).inc()
-        if route in _SUBMIT_ROUTES:
-            counters.count_rejections(
-                route, response.status_code, await response.get_data(as_text=False)
-            )
+        seconds = 0.0 if started is None else time.perf_counter() - started
+        body = (
+            await response.get_data(as_text=False) if route in _SUBMIT_ROUTES else b""
+        )
+        observe(request.method, route, response.status_code, seconds, body)
         return response
 
     @app.get("/metrics")
@@ -440,3 +448,5 @@ def register_metrics(
         return Response(
             generate_latest(registry), status=200, content_type=CONTENT_TYPE_LATEST
         )
+
+    return observe
