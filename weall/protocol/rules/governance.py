@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Any, Final
 
 from weall.errors import ProtocolError, TxRejected
-from weall.protocol.block import END_BLOCK_HOOKS
 from weall.protocol.execute import chain_params
 from weall.protocol.params import ECONOMIC_PARAMS, GENESIS_DEFAULTS, validate_params
 from weall.protocol.rules._payload import (
@@ -242,6 +241,3 @@ def close_proposals(
         _tally(state, proposal, timestamp_ms, int(params["gov_quorum"]))
         proposal["closed_height"] = height
         state.put("gov_proposal", proposal["id"], proposal)
-
-
-END_BLOCK_HOOKS.append(close_proposals)
