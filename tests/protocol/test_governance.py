@@ -128,6 +128,12 @@ def test_create_records_close_height(chain: Chain) -> None:
             "voting_blocks": 3,
             "action": change("gates", {"FOLLOW_SET": 5}),
         },
+        {
+            "title": "t",
+            "body": "b",
+            "voting_blocks": 3,
+            "action": change("gates", {"ACCOUNT_REGISTER": 1}),
+        },
     ],
     ids=[
         "voting-short",
@@ -145,6 +151,7 @@ def test_create_records_close_height(chain: Chain) -> None:
         "action-out-of-range",
         "action-threshold-above-jurors",
         "action-bad-gate",
+        "action-register-gate",
     ],
 )
 def test_create_rejects_payload(chain: Chain, payload: dict[str, Any]) -> None:

@@ -140,7 +140,16 @@ def validate_params(params: dict[str, Any]) -> None:
             for tx_type, tier in value.items():
                 if tx_type not in TX_TYPES:
                     raise ProtocolError(
-                        "invalid_payload", f"params.gates: unknown type {tx_type}"
+                        "invalid_payload",
+                        f"params.gates: unknown tx type {tx_type[:64]!r}",
+                    )
+                if tx_type == "ACCOUNT_REGISTER":
+                    # Admission never gates it: the signer has no account,
+                    # so no tier, until this transaction creates one.
+                    raise ProtocolError(
+                        "invalid_payload",
+                        "params.gates.ACCOUNT_REGISTER: registration has no gate "
+                        "and cannot be given one",
                     )
                 if isinstance(tier, bool) or tier not in (0, 1, 2):
                     raise ProtocolError(
