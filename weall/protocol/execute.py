@@ -141,7 +141,9 @@ def _run_handler(ctx: TxContext) -> dict[str, Any]:
     function = TX_TYPES[ctx.tx_type].handler
     if function is None:
         raise TxRejected(
-            "invalid_envelope", f"{ctx.tx_type} is not supported by this node"
+            "unsupported_type",
+            f"{ctx.tx_type} is not supported by this node",
+            {"tx_type": ctx.tx_type},
         )
     return function(ctx)
 
