@@ -170,6 +170,7 @@ HTTP_STATUS: Final[dict[str, int]] = {
     "unknown_signer": 404,
     "not_found": 404,
     "key_not_allowed": 403,
+    "key_revoked": 409,
     "tier_required": 403,
     "role_required": 403,
     "not_assigned": 403,

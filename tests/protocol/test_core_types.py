@@ -483,6 +483,156 @@ def test_session_revoke_account_key_is_not_found(chain: Chain) -> None:
     )
 
 
+# -- revoked keys never come back ------------------------------------------------------
+
+
+def session_payload(chain: Chain, pubkey: str) -> dict[str, Any]:
+    return {
+        "pubkey": pubkey,
+        "scope": ["PROFILE_UPDATE"],
+        "expires_at_ms": chain.now_ms + 60_000,
+    }
+
+
+def test_revoked_session_key_cannot_be_reissued(chain: Chain) -> None:
+    session = issue_session(chain, ["PROFILE_UPDATE"])
+    chain.ok("@alice", "ACCOUNT_SESSION_KEY_REVOKE", {"pubkey": session.pubkey})
+    revoked_at = chain.height
+    error = expect_rejected(
+        chain,
+        "key_revoked",
+        "@alice",
+        "ACCOUNT_SESSION_KEY_ISSUE",
+        session_payload(chain, session.pubkey),
+    )
+    assert error.details == {"pubkey": session.pubkey, "revoked_height": revoked_at}
+    assert error.http_status == 409
+    assert chain.account("@alice")["session_keys"] == []
+    expect_rejected(
+        chain, "key_not_allowed", "@alice", "PROFILE_UPDATE", {"bio": "x"}, key=session
+    )
+
+
+def test_revoked_session_key_cannot_become_account_key(chain: Chain) -> None:
+    session = issue_session(chain, ["PROFILE_UPDATE"])
+    chain.ok("@alice", "ACCOUNT_SESSION_KEY_REVOKE", {"pubkey": session.pubkey})
+    expect_rejected(
+        chain, "key_revoked", "@alice", "ACCOUNT_KEY_ADD", {"pubkey": session.pubkey}
+    )
+    assert session.pubkey not in chain.account("@alice")["keys"]
+
+
+def test_revoked_account_key_cannot_be_added_again(chain: Chain) -> None:
+    new = key_pair("@alice-2")
+    chain.ok("@alice", "ACCOUNT_KEY_ADD", {"pubkey": new.pubkey})
+    chain.ok("@alice", "ACCOUNT_KEY_REVOKE", {"pubkey": new.pubkey})
+    revoked_at = chain.height
+    assert chain.get("key_revoked", f"@alice/{new.pubkey}") == {"height": revoked_at}
+    error = expect_rejected(
+        chain, "key_revoked", "@alice", "ACCOUNT_KEY_ADD", {"pubkey": new.pubkey}
+    )
+    assert error.details == {"pubkey": new.pubkey, "revoked_height": revoked_at}
+    expect_rejected(
+        chain,
+        "key_revoked",
+        "@alice",
+        "ACCOUNT_SESSION_KEY_ISSUE",
+        session_payload(chain, new.pubkey),
+    )
+    expect_rejected(
+        chain, "key_not_allowed", "@alice", "PROFILE_UPDATE", {"bio": "x"}, key=new
+    )
+
+
+def test_revoked_key_of_another_account_may_be_added(chain: Chain) -> None:
+    # Revocation is per account: @bob never revoked the key that @alice did.
+    session = issue_session(chain, ["PROFILE_UPDATE"])
+    chain.ok("@alice", "ACCOUNT_SESSION_KEY_REVOKE", {"pubkey": session.pubkey})
+    issue_session(chain, ["PROFILE_UPDATE"], signer="@bob")
+    pubkeys = [s["pubkey"] for s in chain.account("@bob")["session_keys"]]
+    assert pubkeys == [session.pubkey]
+
+
+def test_reissue_in_revoke_block_fails_in_block(chain: Chain) -> None:
+    # Admitted before the revocation commits, both land in one block: the
+    # re-issue is rejected there, after the revocation.
+    session = issue_session(chain, ["PROFILE_UPDATE"])
+    revoke = chain.tx(
+        "@alice", "ACCOUNT_SESSION_KEY_REVOKE", {"pubkey": session.pubkey}
+    )
+    reissue = chain.tx(
+        "@alice",
+        "ACCOUNT_SESSION_KEY_ISSUE",
+        session_payload(chain, session.pubkey),
+        nonce=revoke.nonce + 1,
+    )
+    receipts = chain.block(revoke, reissue).receipts
+    assert receipts[0] == {"ok": True}
+    assert receipts[1]["code"] == "key_revoked"
+    assert chain.account("@alice")["session_keys"] == []
+
+
+def test_expired_session_keys_kept_bounded() -> None:
+    chain = Chain(params={"max_session_keys": 2})
+    for index in range(4):
+        issue_session(chain, ["PROFILE_UPDATE"], name=f"@old{index}", ttl_ms=1500)
+        chain.block()
+    issue_session(chain, ["PROFILE_UPDATE"], name="@fresh")
+    account = chain.account("@alice")
+    assert [s["pubkey"] for s in account["session_keys"]] == [key_pair("@fresh").pubkey]
+    # Only the two most recent expired keys are remembered.
+    assert [e["pubkey"] for e in account["expired_session_keys"]] == [
+        key_pair("@old2").pubkey,
+        key_pair("@old3").pubkey,
+    ]
+    assert all(
+        e["expires_at_ms"] < chain.now_ms for e in account["expired_session_keys"]
+    )
+
+
+def test_expired_session_key_reports_expiry() -> None:
+    chain = Chain()
+    old = issue_session(chain, ["PROFILE_UPDATE"], name="@old", ttl_ms=1500)
+    expires = chain.account("@alice")["session_keys"][0]["expires_at_ms"]
+    chain.block()
+    issue_session(chain, ["PROFILE_UPDATE"], name="@new")
+    assert chain.account("@alice")["expired_session_keys"] == [
+        {"pubkey": old.pubkey, "expires_at_ms": expires}
+    ]
+    error = expect_rejected(
+        chain, "key_not_allowed", "@alice", "PROFILE_UPDATE", {"bio": "x"}, key=old
+    )
+    assert error.details == {"expires_at_ms": expires}
+
+
+def test_expired_session_key_reissued_and_revoked() -> None:
+    chain = Chain()
+    old = issue_session(chain, ["PROFILE_UPDATE"], name="@old", ttl_ms=1500)
+    chain.block()
+    issue_session(chain, ["PROFILE_UPDATE"], name="@new")
+    # An expired key may be issued again, and then leaves the expired list.
+    issue_session(chain, ["PROFILE_UPDATE"], name="@old")
+    account = chain.account("@alice")
+    assert account["expired_session_keys"] == []
+    assert old.pubkey in [s["pubkey"] for s in account["session_keys"]]
+    # Revoking a key that only the expired list remembers also bars it for good.
+    other = issue_session(chain, ["PROFILE_UPDATE"], name="@other", ttl_ms=1500)
+    chain.block()
+    issue_session(chain, ["PROFILE_UPDATE"], name="@third")
+    assert [e["pubkey"] for e in chain.account("@alice")["expired_session_keys"]] == [
+        other.pubkey
+    ]
+    chain.ok("@alice", "ACCOUNT_SESSION_KEY_REVOKE", {"pubkey": other.pubkey})
+    assert chain.account("@alice")["expired_session_keys"] == []
+    expect_rejected(
+        chain,
+        "key_revoked",
+        "@alice",
+        "ACCOUNT_SESSION_KEY_ISSUE",
+        session_payload(chain, other.pubkey),
+    )
+
+
 # -- PROFILE_UPDATE --------------------------------------------------------------------
 
 

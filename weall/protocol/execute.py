@@ -67,6 +67,13 @@ def find_key(
             )
         found: dict[str, Any] = session
         return found
+    for expired in account.get("expired_session_keys", []):
+        if expired["pubkey"] == pubkey:
+            raise TxRejected(
+                "key_not_allowed",
+                "session key expired",
+                {"expires_at_ms": expired["expires_at_ms"]},
+            )
     raise TxRejected(
         "key_not_allowed", f"pubkey is not an active key of {account['id']}"
     )
