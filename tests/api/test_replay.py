@@ -339,10 +339,9 @@ def test_upload_route_rejects_session_misuse(
 # -- transactions -----------------------------------------------------------------------
 
 
-def test_envelope_for_another_chain_is_rejected(world: World) -> None:
-    before = stable_state(world)
+def _other_chain_envelope(world: World) -> dict[str, Any]:
     nonce = next_nonce(world.node, "@founder")
-    other = envelope(
+    return envelope(
         world,
         world.founder,
         "CONTENT_POST_CREATE",
@@ -350,6 +349,11 @@ def test_envelope_for_another_chain_is_rejected(world: World) -> None:
         nonce,
         chain_id="weall-other",
     )
+
+
+def test_envelope_for_another_chain_is_rejected(world: World) -> None:
+    before = stable_state(world)
+    other = _other_chain_envelope(world)
     response = submit(world.node, other)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "wrong_chain"
@@ -358,6 +362,32 @@ def test_envelope_for_another_chain_is_rejected(world: World) -> None:
     response = submit(world.node, moved)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "bad_signature"
+    assert stable_state(world) == before
+
+
+def test_wrong_chain_checked_before_signature(world: World) -> None:
+    before = stable_state(world)
+    other = _other_chain_envelope(world)
+    forged = {**other, "sig": world.alice.sign(b"other bytes")}
+    response = submit(world.node, forged)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "wrong_chain"
+    # Batches above four envelopes are checked in a worker thread, in the same order.
+    for size in (1, 6):
+        results = batch(world.node, [forged] * size)
+        assert [r["error"]["code"] for r in results] == ["wrong_chain"] * size
+    assert stable_state(world) == before
+
+
+def test_unknown_tx_type_is_unsupported(world: World) -> None:
+    before = stable_state(world)
+    nonce = next_nonce(world.node, "@founder")
+    document = envelope(world, world.founder, "CONTENT_TELEPORT", {}, nonce)
+    response = submit(world.node, document)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_type"
+    assert error["details"] == {"tx_type": "CONTENT_TELEPORT"}
     assert stable_state(world) == before
 
 

@@ -36,6 +36,7 @@ from weall.errors import (
     IpcError,
     ProtocolError,
     StorageError,
+    TxRejected,
     UpstreamError,
 )
 from weall.follow.relay import follower_health, relay_submission
@@ -223,17 +224,25 @@ async def _read_json_body() -> Any:
 
 
 def _check_signatures(
-    envelopes: list[Any], allow_unsigned: bool
+    envelopes: list[Any], allow_unsigned: bool, chain_id: str
 ) -> list[dict[str, Any] | None]:
-    """Check shape and signature of each envelope; ``None`` where it passed.
+    """Check shape, chain id and signature of each envelope; ``None`` where it passed.
 
-    Runs in a worker thread: libsodium releases the GIL, so the api's core
-    verifies signatures while the producer's core admits the previous batch.
+    The chain id is checked before the signature, in the protocol's admission
+    order, so an envelope of another chain is ``wrong_chain`` even when its
+    signature is bad too. Runs in a worker thread for large batches:
+    libsodium releases the GIL, so the api's core verifies signatures while
+    the producer's core admits the previous batch.
     """
     failures: list[dict[str, Any] | None] = []
     for envelope in envelopes:
         try:
             env = parse_envelope(envelope, allow_unsigned=allow_unsigned)
+            if env.chain_id != chain_id:
+                raise TxRejected(
+                    "wrong_chain",
+                    f"chain_id {env.chain_id!r} is not {chain_id!r}",
+                )
             if env.sig is not None or not allow_unsigned:
                 env.verify_signature()
         except ProtocolError as exc:
@@ -254,15 +263,15 @@ def _check_signatures(
 
 
 async def _forward(
-    producer: IpcClient, envelopes: list[Any], config: Config
+    producer: IpcClient, envelopes: list[Any], config: Config, chain_id: str
 ) -> list[dict[str, Any]]:
     allow_unsigned = config.allow_unsigned_txs and config.mode == "dev"
     if len(envelopes) <= INLINE_CHECKS:
         # A thread hop costs more than a few signature checks.
-        failures = _check_signatures(envelopes, allow_unsigned)
+        failures = _check_signatures(envelopes, allow_unsigned, chain_id)
     else:
         failures = await trio.to_thread.run_sync(
-            _check_signatures, envelopes, allow_unsigned
+            _check_signatures, envelopes, allow_unsigned, chain_id
         )
     passed = [
         doc for doc, failure in zip(envelopes, failures, strict=True) if failure is None
@@ -492,7 +501,8 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
         if upstream is not None:
             return await _relay(upstream, "/v1/tx/submit", config)
         envelope = await _read_json_body()
-        (result,) = await _forward(producer, [envelope], config)
+        genesis = await reader.genesis_info()
+        (result,) = await _forward(producer, [envelope], config, genesis.chain_id)
         document, status = _result_document(result)
         response = json_response(document, status)
         if document.get("error", {}).get("code") == "storage_full":
@@ -514,7 +524,8 @@ def create_app(config: Config, producer: IpcClient) -> QuartTrio:
             raise ApiError(
                 "invalid_request", f"body must list 1 to {MAX_BATCH} envelopes"
             )
-        results = await _forward(producer, envelopes, config)
+        genesis = await reader.genesis_info()
+        results = await _forward(producer, envelopes, config, genesis.chain_id)
         documents = []
         for result in results:
             document, status = _result_document(result)
