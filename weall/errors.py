@@ -180,6 +180,7 @@ HTTP_STATUS: Final[dict[str, int]] = {
     "insufficient_operators": 409,
     "conflict": 409,
     "insufficient_balance": 409,
+    "reward_pool_empty": 409,
     "unsupported_type": 400,
     "session_invalid": 401,
     "session_expired": 401,

@@ -19,6 +19,7 @@ from weall.protocol.keys import KeyPair
 from weall.protocol.params import DAY_MS, GENESIS_DEFAULTS
 
 TREASURY = AccountSpec("@treasury", 0, (), 500)
+REWARD_POOL = AccountSpec("@rewards", 0, (), 50)
 
 
 @pytest.fixture
@@ -28,9 +29,10 @@ def chain() -> Chain:
 
 @pytest.fixture
 def unlocked() -> Chain:
-    """A chain whose economic types are unlocked from genesis on, with a treasury."""
+    """A chain unlocked from genesis on, with a treasury and a reward pool."""
     return Chain(
-        accounts=(*DEFAULT_ACCOUNTS, TREASURY), params={"economics_lock_days": 0}
+        accounts=(*DEFAULT_ACCOUNTS, TREASURY, REWARD_POOL),
+        params={"economics_lock_days": 0},
     )
 
 
@@ -1422,16 +1424,28 @@ def test_transfer_tier_1_allowed(unlocked: Chain) -> None:
     ]
 
 
-def test_treasury_proposal_recorded(unlocked: Chain) -> None:
+def test_treasury_spend_opens_proposal(unlocked: Chain) -> None:
     payload = {"to": "@bob", "amount": 100, "memo": "servers"}
     env = unlocked.tx("@alice", "TREASURY_SPEND_PROPOSE", payload)
     unlocked.admit(env)
     (receipt,) = unlocked.block(env).receipts
-    assert receipt == {"ok": True, "proposal_id": env.tx_id}
-    record = unlocked.get("treasury_proposal", env.tx_id)
+    voting_blocks = GENESIS_DEFAULTS["treasury_voting_blocks"]
+    assert receipt == {
+        "ok": True,
+        "proposal_id": env.tx_id,
+        "close_height": unlocked.height + voting_blocks,
+    }
+    record = unlocked.get("gov_proposal", env.tx_id)
     assert record["status"] == "open"
-    assert record["amount"] == 100
     assert record["proposer"] == "@alice"
+    assert record["body"] == "servers"
+    assert record["voting_blocks"] == voting_blocks
+    assert record["action"] == {
+        "type": "treasury_spend",
+        "from": "@treasury",
+        "to": "@bob",
+        "amount": 100,
+    }
 
 
 def test_treasury_proposal_moves_no_balance(unlocked: Chain) -> None:
@@ -1472,6 +1486,11 @@ def test_treasury_proposal_needs_tier_2(unlocked: Chain) -> None:
         pytest.param(
             {"to": "@ghost", "amount": 1, "memo": ""}, "not_found", id="unknown-to"
         ),
+        pytest.param(
+            {"to": "@treasury", "amount": 1, "memo": ""},
+            "invalid_payload",
+            id="to-treasury",
+        ),
         pytest.param({"to": "@bob", "amount": 1}, "invalid_payload", id="no-memo"),
         pytest.param(
             {"to": "@bob", "amount": 1, "memo": "m" * 501},
@@ -1486,16 +1505,74 @@ def test_treasury_proposal_rejects(
     expect_rejected(unlocked, code, "@alice", "TREASURY_SPEND_PROPOSE", payload)
 
 
-def test_reward_claim_pays(unlocked: Chain) -> None:
+def test_reward_claim_pays_from_pool(unlocked: Chain) -> None:
+    reward = GENESIS_DEFAULTS["reward_amount"]
     receipt = unlocked.ok("@carol", "REWARD_CLAIM", {})
-    assert receipt == {"ok": True, "amount": GENESIS_DEFAULTS["reward_amount"]}
-    assert (
-        unlocked.account("@carol")["balance"] == 100 + GENESIS_DEFAULTS["reward_amount"]
+    assert receipt == {"ok": True, "amount": reward}
+    assert unlocked.account("@carol")["balance"] == 100 + reward
+    assert unlocked.account("@rewards")["balance"] == 50 - reward
+
+
+def test_reward_claim_empty_pool() -> None:
+    pool = AccountSpec("@rewards", 0, (), 25)
+    chain = Chain(
+        accounts=(*DEFAULT_ACCOUNTS, pool),
+        params={"economics_lock_days": 0, "reward_amount": 10},
     )
+    chain.ok("@founder", "REWARD_CLAIM", {})
+    chain.ok("@alice", "REWARD_CLAIM", {})
+    assert chain.account("@rewards")["balance"] == 5
+    error = expect_rejected(chain, "reward_pool_empty", "@bob", "REWARD_CLAIM", {})
+    assert error.details == {"pool": "@rewards", "balance": 5, "reward_amount": 10}
+    assert error.http_status == 409
+    assert chain.account("@rewards")["balance"] == 5
+    assert chain.account("@bob")["balance"] == 0
+
+
+def test_reward_claim_without_pool_account() -> None:
+    chain = Chain(params={"economics_lock_days": 0})
+    error = expect_rejected(chain, "reward_pool_empty", "@alice", "REWARD_CLAIM", {})
+    assert error.details == {"pool": "@rewards", "balance": 0, "reward_amount": 10}
+
+
+@pytest.mark.parametrize(
+    ("signer", "tx_type", "payload"),
+    [
+        pytest.param(
+            "@treasury",
+            "BALANCE_TRANSFER",
+            {"to": "@bob", "amount": 1},
+            id="treasury-transfer",
+        ),
+        pytest.param(
+            "@rewards",
+            "BALANCE_TRANSFER",
+            {"to": "@bob", "amount": 1},
+            id="pool-transfer",
+        ),
+        pytest.param("@treasury", "REWARD_CLAIM", {}, id="treasury-claim"),
+        pytest.param("@rewards", "REWARD_CLAIM", {}, id="pool-claim"),
+    ],
+)
+def test_system_accounts_move_no_balance(
+    signer: str, tx_type: str, payload: dict[str, Any]
+) -> None:
+    accounts = (
+        *DEFAULT_ACCOUNTS,
+        AccountSpec("@treasury", 2, (), 500),
+        AccountSpec("@rewards", 2, (), 50),
+    )
+    chain = Chain(accounts=accounts, params={"economics_lock_days": 0})
+    expect_rejected(chain, "forbidden", signer, tx_type, payload)
+    assert chain.account("@treasury")["balance"] == 500
+    assert chain.account("@rewards")["balance"] == 50
 
 
 def test_reward_claim_once_per_interval() -> None:
-    chain = Chain(params={"economics_lock_days": 0, "reward_interval_blocks": 3})
+    chain = Chain(
+        accounts=(*DEFAULT_ACCOUNTS, REWARD_POOL),
+        params={"economics_lock_days": 0, "reward_interval_blocks": 3},
+    )
     chain.ok("@carol", "REWARD_CLAIM", {})
     claimed_at = chain.height
     chain.block()

@@ -133,6 +133,8 @@ def build_chain(scenario: Scenario) -> Chain:
         for role in ROLE_VARIANTS
     ]
     accounts.append(account_entry(PRODUCER, scenario.producer_tier, ["producer"]))
+    # A funded reward pool, so that a claim that passes its gates succeeds.
+    accounts.append(account_entry("@rewards", 0, balance=1000))
     params: dict[str, Any] = {"gates": scenario.gates}
     if not scenario.locked:
         params["economics_lock_days"] = 0
