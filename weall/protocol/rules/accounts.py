@@ -196,9 +196,9 @@ def session_revoke(ctx: TxContext) -> dict[str, Any]:
     remaining = [s for s in account["session_keys"] if s["pubkey"] != pubkey]
     expired = account.get("expired_session_keys", [])
     remaining_expired = [e for e in expired if e["pubkey"] != pubkey]
-    if len(remaining) == len(account["session_keys"]) and len(remaining_expired) == len(
-        expired
-    ):
+    listed = len(remaining) < len(account["session_keys"])
+    remembered = len(remaining_expired) < len(expired)
+    if not listed and not remembered:
         raise TxRejected("not_found", "pubkey is not a session key of this account")
     account["session_keys"] = remaining
     if expired:
