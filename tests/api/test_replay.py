@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,9 +23,10 @@ from weall.api.session import (
     verify_session,
 )
 from weall.protocol import keys
-from weall.protocol.encoding import hash_bytes
+from weall.protocol.encoding import b64url_encode, hash_bytes
 
 from ._live import (
+    CID,
     World,
     batch,
     envelope,
@@ -85,7 +87,7 @@ def _verify(
     method: str = "POST",
     path: str = UPLOAD,
     body: bytes = b"media",
-    replay: ReplayCache,
+    replay: ReplayCache | None = None,
     scope: str = SCOPE,
     revoked: bool = False,
 ) -> dict[str, Any]:
@@ -111,8 +113,10 @@ def _rejected(code: str, call: Any) -> None:
     assert caught.value.code == code, caught.value.message
 
 
-def test_session_request_verifies_once(world: World, session_key: keys.KeyPair) -> None:
-    replay = ReplayCache()
+def test_session_request_verifies_once(
+    world: World, session_key: keys.KeyPair, tmp_path: Path
+) -> None:
+    replay = ReplayCache(tmp_path / "session-replay.db")
     headers = _headers(session_key, "POST", UPLOAD, b"media")
     assert _verify(world, headers, replay=replay)["pubkey"] == session_key.pubkey
     _rejected("session_replay", lambda: _verify(world, headers, replay=replay))
@@ -135,7 +139,7 @@ def test_session_signature_bound_to_request(
     options: dict[str, Any] = {field: value}
     _rejected(
         "session_bad_signature",
-        lambda: _verify(world, headers, replay=ReplayCache(), **options),
+        lambda: _verify(world, headers, **options),
     )
 
 
@@ -144,31 +148,27 @@ def test_session_request_rejects_stale_timestamp(
 ) -> None:
     stale = int(time.time() * 1000) - 6 * 60 * 1000
     headers = _headers(session_key, "POST", UPLOAD, b"media", timestamp_ms=stale)
-    _rejected(
-        "session_clock_skew", lambda: _verify(world, headers, replay=ReplayCache())
-    )
+    _rejected("session_clock_skew", lambda: _verify(world, headers))
 
 
 def test_session_key_of_another_account(
     world: World, session_key: keys.KeyPair
 ) -> None:
     headers = _headers(session_key, "POST", UPLOAD, b"media", account="@alice")
-    _rejected("session_invalid", lambda: _verify(world, headers, replay=ReplayCache()))
+    _rejected("session_invalid", lambda: _verify(world, headers))
 
 
 def test_session_key_out_of_scope(world: World, session_key: keys.KeyPair) -> None:
     headers = _headers(session_key, "POST", UPLOAD, b"media")
     _rejected(
         "session_scope",
-        lambda: _verify(
-            world, headers, replay=ReplayCache(), scope="CONTENT_POST_CREATE"
-        ),
+        lambda: _verify(world, headers, scope="CONTENT_POST_CREATE"),
     )
 
 
 def test_account_key_is_not_a_session_key(world: World) -> None:
     headers = _headers(world.founder, "POST", UPLOAD, b"media")
-    _rejected("session_invalid", lambda: _verify(world, headers, replay=ReplayCache()))
+    _rejected("session_invalid", lambda: _verify(world, headers))
 
 
 def test_revoked_session_key_is_rejected(world: World) -> None:
@@ -178,11 +178,120 @@ def test_revoked_session_key_is_rejected(world: World) -> None:
     )
     assert result.returncode == 0, result.stderr
     headers = _headers(key, "POST", UPLOAD, b"media")
-    _rejected("session_invalid", lambda: _verify(world, headers, replay=ReplayCache()))
+    _rejected("session_invalid", lambda: _verify(world, headers))
     _rejected(
         "session_revoked",
-        lambda: _verify(world, headers, replay=ReplayCache(), revoked=True),
+        lambda: _verify(world, headers, revoked=True),
     )
+
+
+def _upload(
+    world: World, key: keys.KeyPair, body: bytes = b"session media"
+) -> httpx.Response:
+    headers = _headers(key, "POST", UPLOAD, body)
+    return httpx.post(
+        f"{world.node.url}{UPLOAD}",
+        content=body,
+        headers={**headers, "content-type": "text/plain"},
+        timeout=30,
+    )
+
+
+def _error_code(response: httpx.Response) -> str:
+    code: str = response.json()["error"]["code"]
+    return code
+
+
+def test_account_route_lists_session_keys(
+    world: World, session_key: keys.KeyPair
+) -> None:
+    response = world.node.get("/v1/accounts/@founder")
+    assert response.status_code == 200
+    document = response.json()
+    listed = {entry["pubkey"]: entry for entry in document["session_keys"]}
+    entry = listed[session_key.pubkey]
+    assert set(entry) == {"pubkey", "scope", "expires_at_ms"}
+    assert entry["scope"] == [SCOPE]
+    assert isinstance(entry["expires_at_ms"], int)
+    assert entry["expires_at_ms"] > int(time.time() * 1000)
+    for other in document["session_keys"]:
+        assert set(other) == {"pubkey", "scope", "expires_at_ms"}
+    secret = b64url_encode(bytes(session_key.signing_key))
+    assert secret not in response.text
+    assert secret[1:] not in response.text
+    assert "secret" not in response.text.lower()
+
+
+def test_revoked_session_key_cannot_be_reissued(world: World) -> None:
+    key = _issue_session_key(world, [SCOPE])
+    result = world.node.tx(
+        "raw", "ACCOUNT_SESSION_KEY_REVOKE", json.dumps({"pubkey": key.pubkey})
+    )
+    assert result.returncode == 0, result.stderr
+
+    before = stable_state(world)
+    payload = {
+        "pubkey": key.pubkey,
+        "scope": [SCOPE],
+        "expires_at_ms": int(time.time() * 1000) + 3_600_000,
+    }
+    nonce = next_nonce(world.node, "@founder")
+    response = submit(
+        world.node,
+        envelope(world, world.founder, "ACCOUNT_SESSION_KEY_ISSUE", payload, nonce),
+    )
+    assert response.status_code == 409, response.text
+    assert _error_code(response) == "key_revoked"
+    assert response.json()["error"]["details"]["pubkey"] == key.pubkey
+    assert stable_state(world) == before
+
+    listed = [
+        s["pubkey"]
+        for s in world.node.get("/v1/accounts/@founder").json()["session_keys"]
+    ]
+    assert key.pubkey not in listed
+
+    # The key neither signs transactions nor authenticates requests.
+    use = envelope(
+        world,
+        key,
+        "IPFS_PIN_REQUEST",
+        {"cid": CID, "size_bytes": 1},
+        nonce,
+        signer="@founder",
+    )
+    response = submit(world.node, use)
+    assert response.status_code == 403, response.text
+    assert _error_code(response) == "key_not_allowed"
+    upload = _upload(world, key)
+    assert upload.status_code == 401, upload.text
+    assert _error_code(upload) == "session_revoked"
+    assert stable_state(world) == before
+
+
+def test_expired_session_key_answers_expired(world: World) -> None:
+    # Long enough for the issue to commit on a loaded machine, short enough
+    # to wait for.
+    ttl_ms = 6000
+    old = keys.generate("@founder")
+    expires = int(time.time() * 1000) + ttl_ms
+    payload = {"pubkey": old.pubkey, "scope": [SCOPE], "expires_at_ms": expires}
+    result = world.node.tx("raw", "ACCOUNT_SESSION_KEY_ISSUE", json.dumps(payload))
+    assert result.returncode == 0, result.stderr
+    time.sleep(max(0.0, (expires - time.time() * 1000) / 1000 + 0.2))
+    response = _upload(world, old)
+    assert response.status_code == 401, response.text
+    assert _error_code(response) == "session_expired"
+    # Issuing another key drops the expired one from the listed session keys.
+    _issue_session_key(world, [SCOPE])
+    listed = [
+        s["pubkey"]
+        for s in world.node.get("/v1/accounts/@founder").json()["session_keys"]
+    ]
+    assert old.pubkey not in listed
+    response = _upload(world, old)
+    assert response.status_code == 401, response.text
+    assert _error_code(response) == "session_expired"
 
 
 def _upload_route_exists(world: World) -> bool:
@@ -230,10 +339,9 @@ def test_upload_route_rejects_session_misuse(
 # -- transactions -----------------------------------------------------------------------
 
 
-def test_envelope_for_another_chain_is_rejected(world: World) -> None:
-    before = stable_state(world)
+def _other_chain_envelope(world: World) -> dict[str, Any]:
     nonce = next_nonce(world.node, "@founder")
-    other = envelope(
+    return envelope(
         world,
         world.founder,
         "CONTENT_POST_CREATE",
@@ -241,6 +349,11 @@ def test_envelope_for_another_chain_is_rejected(world: World) -> None:
         nonce,
         chain_id="weall-other",
     )
+
+
+def test_envelope_for_another_chain_is_rejected(world: World) -> None:
+    before = stable_state(world)
+    other = _other_chain_envelope(world)
     response = submit(world.node, other)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "wrong_chain"
@@ -249,6 +362,32 @@ def test_envelope_for_another_chain_is_rejected(world: World) -> None:
     response = submit(world.node, moved)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "bad_signature"
+    assert stable_state(world) == before
+
+
+def test_wrong_chain_checked_before_signature(world: World) -> None:
+    before = stable_state(world)
+    other = _other_chain_envelope(world)
+    forged = {**other, "sig": world.alice.sign(b"other bytes")}
+    response = submit(world.node, forged)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "wrong_chain"
+    # Batches above four envelopes are checked in a worker thread, in the same order.
+    for size in (1, 6):
+        results = batch(world.node, [forged] * size)
+        assert [r["error"]["code"] for r in results] == ["wrong_chain"] * size
+    assert stable_state(world) == before
+
+
+def test_unknown_tx_type_is_unsupported(world: World) -> None:
+    before = stable_state(world)
+    nonce = next_nonce(world.node, "@founder")
+    document = envelope(world, world.founder, "CONTENT_TELEPORT", {}, nonce)
+    response = submit(world.node, document)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_type"
+    assert error["details"] == {"tx_type": "CONTENT_TELEPORT"}
     assert stable_state(world) == before
 
 

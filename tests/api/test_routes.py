@@ -188,6 +188,7 @@ def test_get_routes_expose_no_secrets_or_paths(world: World) -> None:
     secrets = _secret_strings(world)
     assert len(secrets) == 4
     fragments = _path_fragments(world.data_dir, world.node.run_dir)
+    before = stable_state(world)
     crawled = 0
     for path in _crawl_paths(world):
         response = world.node.get(path)
@@ -200,3 +201,5 @@ def test_get_routes_expose_no_secrets_or_paths(world: World) -> None:
             assert fragment not in text, (path, fragment)
         assert "secret" not in text.lower(), path
     assert crawled >= 20
+    # Reads change nothing, not even when they name paths outside the API.
+    assert stable_state(world) == before

@@ -22,7 +22,6 @@ import pytest
 from e2e.node import Node
 
 from weall.ipfs.unixfs import compute_cid
-from weall.protocol.encoding import decode_hash
 
 from ._support import Chain, Pinner, wait_for, write_chain
 
@@ -81,8 +80,8 @@ def pinners(chain: Chain) -> Iterator[dict[str, Pinner]]:
 
 
 def _expected_targets(request_id: str, eligible: list[str], count: int) -> list[str]:
-    """The assignment rule: start at SHA-256(request id digest)[:8] mod n, take count, wrap."""
-    seed = hashlib.sha256(decode_hash(request_id)).digest()
+    """The assignment rule: start at SHA-256(request id text)[:8] mod n, take count, wrap."""
+    seed = hashlib.sha256(request_id.encode("ascii")).digest()
     start = int.from_bytes(seed[:8], "big") % len(eligible)
     return [eligible[(start + i) % len(eligible)] for i in range(count)]
 

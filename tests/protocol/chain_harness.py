@@ -258,3 +258,32 @@ class Chain:
     def register(self, account_id: str) -> None:
         """Register a new tier 0 account with its test key."""
         self.ok(account_id, "ACCOUNT_REGISTER", {})
+
+    def replay(self) -> Chain:
+        """Replay every block from this chain's genesis and return the replayed chain.
+
+        Fails the test when a replayed block's header or receipts differ from
+        the committed ones, so when any state root differs.
+        """
+        replay = Chain(
+            self.document["accounts"],
+            self.document["params"],
+            genesis_time_ms=self.document["genesis_time_ms"],
+        )
+        assert replay.info == self.info
+        for block in self.blocks:
+            result = build_block(
+                replay.state,
+                replay.head,
+                block.envelopes,
+                timestamp_ms=block.timestamp_ms,
+                genesis=replay.info,
+                producer_pubkey=replay.producer_key.pubkey,
+                sign=replay.producer_key.sign,
+            )
+            assert result.header == block.header
+            assert result.receipts == block.receipts
+            replay.state.apply(result.state.changes())
+            replay.head = result.header
+        assert replay.state.entries == self.state.entries
+        return replay

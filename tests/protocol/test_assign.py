@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 
 import pytest
 from chain_harness import CID_A, Chain, account_entry
 
-from weall.errors import TxRejected
+from weall.errors import ProtocolError, TxRejected
 from weall.protocol.encoding import encode_hash, hash_bytes
 from weall.protocol.rules._assign import (
     assign,
@@ -24,10 +23,11 @@ CANDIDATES = [f"@juror{i}" for i in range(1, 8)]
 
 
 def reference_start(request_id: str, count: int) -> int:
-    """Compute the start index from the definition, with the standard library only."""
-    body = request_id[1:].upper()
-    digest = base64.b32decode(body + "=" * (-len(body) % 8))
-    seed = hashlib.sha256(digest).digest()
+    """Compute the start index from the definition, with the standard library only.
+
+    The seed is SHA-256 over the ASCII text of the request id.
+    """
+    seed = hashlib.sha256(request_id.encode("ascii")).digest()
     return int.from_bytes(seed[:8], "big") % count
 
 
@@ -41,15 +41,15 @@ def test_request_ids_are_the_expected_hashes() -> None:
     ("request_id", "count", "expected"),
     [
         (REQUEST_1, 1, 0),
-        (REQUEST_1, 2, 1),
-        (REQUEST_1, 3, 2),
-        (REQUEST_1, 5, 1),
-        (REQUEST_1, 7, 2),
-        (REQUEST_1, 10, 1),
-        (REQUEST_2, 5, 4),
-        (REQUEST_2, 7, 5),
-        (REQUEST_2, 10, 4),
-        (ZERO_ID, 7, 2),
+        (REQUEST_1, 2, 0),
+        (REQUEST_1, 3, 1),
+        (REQUEST_1, 5, 3),
+        (REQUEST_1, 7, 6),
+        (REQUEST_1, 10, 8),
+        (REQUEST_2, 5, 1),
+        (REQUEST_2, 7, 2),
+        (REQUEST_2, 10, 6),
+        (ZERO_ID, 7, 6),
     ],
     ids=[
         "r1-of-1",
@@ -69,28 +69,39 @@ def test_start_index_known_answers(request_id: str, count: int, expected: int) -
     assert reference_start(request_id, count) == expected
 
 
-def test_start_index_seeds_with_raw_digest_bytes() -> None:
-    # SHA-256 of 32 zero bytes starts with 66687aadf862bd77, and that % 7 == 2.
-    assert hashlib.sha256(bytes(32)).hexdigest().startswith("66687aadf862bd77")
-    assert 0x66687AADF862BD77 % 7 == 2
-    assert start_index(ZERO_ID, 7) == 2
-    # Hashing the ASCII text of the id would give another index.
-    text_seed = hashlib.sha256(ZERO_ID.encode()).digest()
-    assert int.from_bytes(text_seed[:8], "big") % 7 != 2
+def test_start_index_seeds_with_id_text() -> None:
+    # SHA-256 of the 53 ASCII characters "baaa...a" starts with 6da911c35e0872d4,
+    # and that % 7 == 6.
+    assert (
+        hashlib.sha256(ZERO_ID.encode("ascii"))
+        .hexdigest()
+        .startswith("6da911c35e0872d4")
+    )
+    assert 0x6DA911C35E0872D4 % 7 == 6
+    assert start_index(ZERO_ID, 7) == 6
+    # Hashing the 32 digest bytes that the text encodes would give another index.
+    raw_seed = hashlib.sha256(bytes(32)).digest()
+    assert int.from_bytes(raw_seed[:8], "big") % 7 == 2
+
+
+def test_start_index_rejects_malformed_id() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        start_index("B" + "A" * 52, 7)
+    assert caught.value.code == "invalid_payload"
 
 
 def test_pick_accounts_known_answers() -> None:
-    assert pick_accounts(CANDIDATES, REQUEST_1, 3) == ["@juror3", "@juror4", "@juror5"]
-    # Starts at index 5 of 7 and wraps around to the first.
-    assert pick_accounts(CANDIDATES, REQUEST_2, 3) == ["@juror6", "@juror7", "@juror1"]
+    # Starts at index 6 of 7 and wraps around to the first.
+    assert pick_accounts(CANDIDATES, REQUEST_1, 3) == ["@juror7", "@juror1", "@juror2"]
+    assert pick_accounts(CANDIDATES, REQUEST_2, 3) == ["@juror3", "@juror4", "@juror5"]
     assert pick_accounts(CANDIDATES, REQUEST_2, 7) == [
+        "@juror3",
+        "@juror4",
+        "@juror5",
         "@juror6",
         "@juror7",
         "@juror1",
         "@juror2",
-        "@juror3",
-        "@juror4",
-        "@juror5",
     ]
     assert pick_accounts(CANDIDATES, REQUEST_2, 0) == []
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 from typing import Any
 
 import nacl.signing
 import pytest
 from helpers import GENESIS_TIME_MS, PRODUCER_ID, Chain, key_pair
 
+import weall.protocol.rules as rules
 from weall.protocol import canonical
 from weall.protocol.block import (
+    END_BLOCK_HOOKS,
     HEADER_FIELDS,
     block_hash,
     build_block,
@@ -19,6 +22,7 @@ from weall.protocol.block import (
 )
 from weall.protocol.encoding import b32_encode, decode_pubkey, decode_sig
 from weall.protocol.genesis import genesis_hash
+from weall.protocol.rules import END_BLOCK_ORDER
 from weall.protocol.state import next_state_root
 
 
@@ -348,3 +352,18 @@ def test_build_block_leaves_base_unchanged() -> None:
         sign=None,
     )
     assert chain.state.entries == before
+
+
+def test_end_block_hooks_run_in_fixed_order() -> None:
+    names = [f"{hook.__module__}.{hook.__name__}" for hook in END_BLOCK_HOOKS]
+    assert names == [
+        "weall.protocol.rules.disputes.expire_disputes",
+        "weall.protocol.rules.governance.close_proposals",
+        "weall.protocol.rules.poh.expire_requests",
+    ]
+    assert tuple(END_BLOCK_HOOKS) == END_BLOCK_ORDER
+
+
+def test_end_block_hooks_installed_once() -> None:
+    importlib.reload(rules)
+    assert len(END_BLOCK_HOOKS) == len(set(END_BLOCK_HOOKS)) == 3

@@ -19,6 +19,7 @@ from weall.protocol.keys import KeyPair
 from weall.protocol.params import DAY_MS, GENESIS_DEFAULTS
 
 TREASURY = AccountSpec("@treasury", 0, (), 500)
+REWARD_POOL = AccountSpec("@rewards", 0, (), 50)
 
 
 @pytest.fixture
@@ -28,9 +29,10 @@ def chain() -> Chain:
 
 @pytest.fixture
 def unlocked() -> Chain:
-    """A chain whose economic types are unlocked from genesis on, with a treasury."""
+    """A chain unlocked from genesis on, with a treasury and a reward pool."""
     return Chain(
-        accounts=(*DEFAULT_ACCOUNTS, TREASURY), params={"economics_lock_days": 0}
+        accounts=(*DEFAULT_ACCOUNTS, TREASURY, REWARD_POOL),
+        params={"economics_lock_days": 0},
     )
 
 
@@ -480,6 +482,156 @@ def test_session_revoke_account_key_is_not_found(chain: Chain) -> None:
     pubkey = key_pair("@alice").pubkey
     expect_rejected(
         chain, "not_found", "@alice", "ACCOUNT_SESSION_KEY_REVOKE", {"pubkey": pubkey}
+    )
+
+
+# -- revoked keys never come back ------------------------------------------------------
+
+
+def session_payload(chain: Chain, pubkey: str) -> dict[str, Any]:
+    return {
+        "pubkey": pubkey,
+        "scope": ["PROFILE_UPDATE"],
+        "expires_at_ms": chain.now_ms + 60_000,
+    }
+
+
+def test_revoked_session_key_cannot_be_reissued(chain: Chain) -> None:
+    session = issue_session(chain, ["PROFILE_UPDATE"])
+    chain.ok("@alice", "ACCOUNT_SESSION_KEY_REVOKE", {"pubkey": session.pubkey})
+    revoked_at = chain.height
+    error = expect_rejected(
+        chain,
+        "key_revoked",
+        "@alice",
+        "ACCOUNT_SESSION_KEY_ISSUE",
+        session_payload(chain, session.pubkey),
+    )
+    assert error.details == {"pubkey": session.pubkey, "revoked_height": revoked_at}
+    assert error.http_status == 409
+    assert chain.account("@alice")["session_keys"] == []
+    expect_rejected(
+        chain, "key_not_allowed", "@alice", "PROFILE_UPDATE", {"bio": "x"}, key=session
+    )
+
+
+def test_revoked_session_key_cannot_become_account_key(chain: Chain) -> None:
+    session = issue_session(chain, ["PROFILE_UPDATE"])
+    chain.ok("@alice", "ACCOUNT_SESSION_KEY_REVOKE", {"pubkey": session.pubkey})
+    expect_rejected(
+        chain, "key_revoked", "@alice", "ACCOUNT_KEY_ADD", {"pubkey": session.pubkey}
+    )
+    assert session.pubkey not in chain.account("@alice")["keys"]
+
+
+def test_revoked_account_key_cannot_be_added_again(chain: Chain) -> None:
+    new = key_pair("@alice-2")
+    chain.ok("@alice", "ACCOUNT_KEY_ADD", {"pubkey": new.pubkey})
+    chain.ok("@alice", "ACCOUNT_KEY_REVOKE", {"pubkey": new.pubkey})
+    revoked_at = chain.height
+    assert chain.get("key_revoked", f"@alice/{new.pubkey}") == {"height": revoked_at}
+    error = expect_rejected(
+        chain, "key_revoked", "@alice", "ACCOUNT_KEY_ADD", {"pubkey": new.pubkey}
+    )
+    assert error.details == {"pubkey": new.pubkey, "revoked_height": revoked_at}
+    expect_rejected(
+        chain,
+        "key_revoked",
+        "@alice",
+        "ACCOUNT_SESSION_KEY_ISSUE",
+        session_payload(chain, new.pubkey),
+    )
+    expect_rejected(
+        chain, "key_not_allowed", "@alice", "PROFILE_UPDATE", {"bio": "x"}, key=new
+    )
+
+
+def test_revoked_key_of_another_account_may_be_added(chain: Chain) -> None:
+    # Revocation is per account: @bob never revoked the key that @alice did.
+    session = issue_session(chain, ["PROFILE_UPDATE"])
+    chain.ok("@alice", "ACCOUNT_SESSION_KEY_REVOKE", {"pubkey": session.pubkey})
+    issue_session(chain, ["PROFILE_UPDATE"], signer="@bob")
+    pubkeys = [s["pubkey"] for s in chain.account("@bob")["session_keys"]]
+    assert pubkeys == [session.pubkey]
+
+
+def test_reissue_in_revoke_block_fails_in_block(chain: Chain) -> None:
+    # Admitted before the revocation commits, both land in one block: the
+    # re-issue is rejected there, after the revocation.
+    session = issue_session(chain, ["PROFILE_UPDATE"])
+    revoke = chain.tx(
+        "@alice", "ACCOUNT_SESSION_KEY_REVOKE", {"pubkey": session.pubkey}
+    )
+    reissue = chain.tx(
+        "@alice",
+        "ACCOUNT_SESSION_KEY_ISSUE",
+        session_payload(chain, session.pubkey),
+        nonce=revoke.nonce + 1,
+    )
+    receipts = chain.block(revoke, reissue).receipts
+    assert receipts[0] == {"ok": True}
+    assert receipts[1]["code"] == "key_revoked"
+    assert chain.account("@alice")["session_keys"] == []
+
+
+def test_expired_session_keys_kept_bounded() -> None:
+    chain = Chain(params={"max_session_keys": 2})
+    for index in range(4):
+        issue_session(chain, ["PROFILE_UPDATE"], name=f"@old{index}", ttl_ms=1500)
+        chain.block()
+    issue_session(chain, ["PROFILE_UPDATE"], name="@fresh")
+    account = chain.account("@alice")
+    assert [s["pubkey"] for s in account["session_keys"]] == [key_pair("@fresh").pubkey]
+    # Only the two most recent expired keys are remembered.
+    assert [e["pubkey"] for e in account["expired_session_keys"]] == [
+        key_pair("@old2").pubkey,
+        key_pair("@old3").pubkey,
+    ]
+    assert all(
+        e["expires_at_ms"] < chain.now_ms for e in account["expired_session_keys"]
+    )
+
+
+def test_expired_session_key_reports_expiry() -> None:
+    chain = Chain()
+    old = issue_session(chain, ["PROFILE_UPDATE"], name="@old", ttl_ms=1500)
+    expires = chain.account("@alice")["session_keys"][0]["expires_at_ms"]
+    chain.block()
+    issue_session(chain, ["PROFILE_UPDATE"], name="@new")
+    assert chain.account("@alice")["expired_session_keys"] == [
+        {"pubkey": old.pubkey, "expires_at_ms": expires}
+    ]
+    error = expect_rejected(
+        chain, "key_not_allowed", "@alice", "PROFILE_UPDATE", {"bio": "x"}, key=old
+    )
+    assert error.details == {"expires_at_ms": expires}
+
+
+def test_expired_session_key_reissued_and_revoked() -> None:
+    chain = Chain()
+    old = issue_session(chain, ["PROFILE_UPDATE"], name="@old", ttl_ms=1500)
+    chain.block()
+    issue_session(chain, ["PROFILE_UPDATE"], name="@new")
+    # An expired key may be issued again, and then leaves the expired list.
+    issue_session(chain, ["PROFILE_UPDATE"], name="@old")
+    account = chain.account("@alice")
+    assert account["expired_session_keys"] == []
+    assert old.pubkey in [s["pubkey"] for s in account["session_keys"]]
+    # Revoking a key that only the expired list remembers also bars it for good.
+    other = issue_session(chain, ["PROFILE_UPDATE"], name="@other", ttl_ms=1500)
+    chain.block()
+    issue_session(chain, ["PROFILE_UPDATE"], name="@third")
+    assert [e["pubkey"] for e in chain.account("@alice")["expired_session_keys"]] == [
+        other.pubkey
+    ]
+    chain.ok("@alice", "ACCOUNT_SESSION_KEY_REVOKE", {"pubkey": other.pubkey})
+    assert chain.account("@alice")["expired_session_keys"] == []
+    expect_rejected(
+        chain,
+        "key_revoked",
+        "@alice",
+        "ACCOUNT_SESSION_KEY_ISSUE",
+        session_payload(chain, other.pubkey),
     )
 
 
@@ -1272,16 +1424,28 @@ def test_transfer_tier_1_allowed(unlocked: Chain) -> None:
     ]
 
 
-def test_treasury_proposal_recorded(unlocked: Chain) -> None:
+def test_treasury_spend_opens_proposal(unlocked: Chain) -> None:
     payload = {"to": "@bob", "amount": 100, "memo": "servers"}
     env = unlocked.tx("@alice", "TREASURY_SPEND_PROPOSE", payload)
     unlocked.admit(env)
     (receipt,) = unlocked.block(env).receipts
-    assert receipt == {"ok": True, "proposal_id": env.tx_id}
-    record = unlocked.get("treasury_proposal", env.tx_id)
+    voting_blocks = GENESIS_DEFAULTS["treasury_voting_blocks"]
+    assert receipt == {
+        "ok": True,
+        "proposal_id": env.tx_id,
+        "close_height": unlocked.height + voting_blocks,
+    }
+    record = unlocked.get("gov_proposal", env.tx_id)
     assert record["status"] == "open"
-    assert record["amount"] == 100
     assert record["proposer"] == "@alice"
+    assert record["body"] == "servers"
+    assert record["voting_blocks"] == voting_blocks
+    assert record["action"] == {
+        "type": "treasury_spend",
+        "from": "@treasury",
+        "to": "@bob",
+        "amount": 100,
+    }
 
 
 def test_treasury_proposal_moves_no_balance(unlocked: Chain) -> None:
@@ -1322,6 +1486,11 @@ def test_treasury_proposal_needs_tier_2(unlocked: Chain) -> None:
         pytest.param(
             {"to": "@ghost", "amount": 1, "memo": ""}, "not_found", id="unknown-to"
         ),
+        pytest.param(
+            {"to": "@treasury", "amount": 1, "memo": ""},
+            "invalid_payload",
+            id="to-treasury",
+        ),
         pytest.param({"to": "@bob", "amount": 1}, "invalid_payload", id="no-memo"),
         pytest.param(
             {"to": "@bob", "amount": 1, "memo": "m" * 501},
@@ -1336,16 +1505,74 @@ def test_treasury_proposal_rejects(
     expect_rejected(unlocked, code, "@alice", "TREASURY_SPEND_PROPOSE", payload)
 
 
-def test_reward_claim_pays(unlocked: Chain) -> None:
+def test_reward_claim_pays_from_pool(unlocked: Chain) -> None:
+    reward = GENESIS_DEFAULTS["reward_amount"]
     receipt = unlocked.ok("@carol", "REWARD_CLAIM", {})
-    assert receipt == {"ok": True, "amount": GENESIS_DEFAULTS["reward_amount"]}
-    assert (
-        unlocked.account("@carol")["balance"] == 100 + GENESIS_DEFAULTS["reward_amount"]
+    assert receipt == {"ok": True, "amount": reward}
+    assert unlocked.account("@carol")["balance"] == 100 + reward
+    assert unlocked.account("@rewards")["balance"] == 50 - reward
+
+
+def test_reward_claim_empty_pool() -> None:
+    pool = AccountSpec("@rewards", 0, (), 25)
+    chain = Chain(
+        accounts=(*DEFAULT_ACCOUNTS, pool),
+        params={"economics_lock_days": 0, "reward_amount": 10},
     )
+    chain.ok("@founder", "REWARD_CLAIM", {})
+    chain.ok("@alice", "REWARD_CLAIM", {})
+    assert chain.account("@rewards")["balance"] == 5
+    error = expect_rejected(chain, "reward_pool_empty", "@bob", "REWARD_CLAIM", {})
+    assert error.details == {"pool": "@rewards", "balance": 5, "reward_amount": 10}
+    assert error.http_status == 409
+    assert chain.account("@rewards")["balance"] == 5
+    assert chain.account("@bob")["balance"] == 0
+
+
+def test_reward_claim_without_pool_account() -> None:
+    chain = Chain(params={"economics_lock_days": 0})
+    error = expect_rejected(chain, "reward_pool_empty", "@alice", "REWARD_CLAIM", {})
+    assert error.details == {"pool": "@rewards", "balance": 0, "reward_amount": 10}
+
+
+@pytest.mark.parametrize(
+    ("signer", "tx_type", "payload"),
+    [
+        pytest.param(
+            "@treasury",
+            "BALANCE_TRANSFER",
+            {"to": "@bob", "amount": 1},
+            id="treasury-transfer",
+        ),
+        pytest.param(
+            "@rewards",
+            "BALANCE_TRANSFER",
+            {"to": "@bob", "amount": 1},
+            id="pool-transfer",
+        ),
+        pytest.param("@treasury", "REWARD_CLAIM", {}, id="treasury-claim"),
+        pytest.param("@rewards", "REWARD_CLAIM", {}, id="pool-claim"),
+    ],
+)
+def test_system_accounts_move_no_balance(
+    signer: str, tx_type: str, payload: dict[str, Any]
+) -> None:
+    accounts = (
+        *DEFAULT_ACCOUNTS,
+        AccountSpec("@treasury", 2, (), 500),
+        AccountSpec("@rewards", 2, (), 50),
+    )
+    chain = Chain(accounts=accounts, params={"economics_lock_days": 0})
+    expect_rejected(chain, "forbidden", signer, tx_type, payload)
+    assert chain.account("@treasury")["balance"] == 500
+    assert chain.account("@rewards")["balance"] == 50
 
 
 def test_reward_claim_once_per_interval() -> None:
-    chain = Chain(params={"economics_lock_days": 0, "reward_interval_blocks": 3})
+    chain = Chain(
+        accounts=(*DEFAULT_ACCOUNTS, REWARD_POOL),
+        params={"economics_lock_days": 0, "reward_interval_blocks": 3},
+    )
     chain.ok("@carol", "REWARD_CLAIM", {})
     claimed_at = chain.height
     chain.block()

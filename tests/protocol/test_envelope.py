@@ -142,9 +142,10 @@ def test_envelope_rejects_extra_field(extra: str) -> None:
         pytest.param({"chain_id": ""}, id="chain-empty"),
         pytest.param({"chain_id": "c" * 65}, id="chain-65"),
         pytest.param({"chain_id": 1}, id="chain-int"),
-        pytest.param({"tx_type": "NOPE"}, id="type-unknown"),
-        pytest.param({"tx_type": "content_post_create"}, id="type-lower"),
         pytest.param({"tx_type": None}, id="type-null"),
+        pytest.param({"tx_type": ""}, id="type-empty"),
+        pytest.param({"tx_type": "T" * 65}, id="type-65"),
+        pytest.param({"tx_type": ["PROFILE_UPDATE"]}, id="type-list"),
         pytest.param({"signer": "alice"}, id="signer-no-at"),
         pytest.param({"signer": "@Al"}, id="signer-invalid"),
         pytest.param({"nonce": -1}, id="nonce-negative"),
@@ -165,6 +166,18 @@ def test_envelope_rejects_extra_field(extra: str) -> None:
 )
 def test_envelope_rejects_field_value(changes: dict[str, Any]) -> None:
     assert rejection(alice_document(**changes)).code == "invalid_envelope"
+
+
+@pytest.mark.parametrize(
+    "tx_type",
+    ["NOPE", "content_post_create", "T" * 64, "ACCOUNT_REGISTER "],
+    ids=["unknown", "lower-case", "64-chars", "trailing-space"],
+)
+def test_envelope_unknown_type_is_unsupported(tx_type: str) -> None:
+    error = rejection(alice_document(tx_type=tx_type))
+    assert error.code == "unsupported_type"
+    assert error.details == {"tx_type": tx_type}
+    assert error.http_status == 400
 
 
 @pytest.mark.parametrize(

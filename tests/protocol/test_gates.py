@@ -13,12 +13,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from chain_harness import BLOCK_MS, GENESIS_TIME_MS, Chain, account_entry
+from chain_harness import (
+    BLOCK_MS,
+    GENESIS_TIME_MS,
+    Chain,
+    account_entry,
+    genesis_document,
+)
 
-from weall.errors import TxRejected
+from weall.errors import ProtocolError, TxRejected
 from weall.protocol.block import build_block
 from weall.protocol.envelope import Envelope
-from weall.protocol.params import DAY_MS
+from weall.protocol.genesis import validate_genesis
+from weall.protocol.params import DAY_MS, merge_params
 from weall.protocol.txtypes import TX_TYPES
 
 
@@ -126,6 +133,8 @@ def build_chain(scenario: Scenario) -> Chain:
         for role in ROLE_VARIANTS
     ]
     accounts.append(account_entry(PRODUCER, scenario.producer_tier, ["producer"]))
+    # A funded reward pool, so that a claim that passes its gates succeeds.
+    accounts.append(account_entry("@rewards", 0, balance=1000))
     params: dict[str, Any] = {"gates": scenario.gates}
     if not scenario.locked:
         params["economics_lock_days"] = 0
@@ -239,3 +248,54 @@ def test_unlocked_economic_types_pass_the_lock() -> None:
     assert block_code(chain, claim) is None
     low_tier = chain.envelope(signer_id(0, None), "REWARD_CLAIM", {})
     assert admission_code(chain, low_tier) == "tier_required"
+
+
+@pytest.mark.parametrize(
+    ("gates", "message"),
+    [
+        pytest.param(
+            {"ACCOUNT_REGISTER": 1},
+            "params.gates.ACCOUNT_REGISTER: registration has no gate",
+            id="register",
+        ),
+        pytest.param(
+            {"ACCOUNT_REGISTER": 0},
+            "params.gates.ACCOUNT_REGISTER: registration has no gate",
+            id="register-tier-0",
+        ),
+        pytest.param(
+            {"CONTENT_TELEPORT": 1},
+            "params.gates: unknown tx type 'CONTENT_TELEPORT'",
+            id="unknown-type",
+        ),
+        pytest.param(
+            {"content_post_create": 1},
+            "params.gates: unknown tx type 'content_post_create'",
+            id="lower-case-type",
+        ),
+        pytest.param(
+            {"FOLLOW_SET": 3},
+            "params.gates.FOLLOW_SET: tier 0, 1 or 2",
+            id="tier-3",
+        ),
+        pytest.param(
+            {"FOLLOW_SET": True},
+            "params.gates.FOLLOW_SET: tier 0, 1 or 2",
+            id="bool-tier",
+        ),
+    ],
+)
+def test_gate_overrides_rejected(gates: dict[str, Any], message: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        merge_params({"gates": gates})
+    assert caught.value.code == "invalid_payload"
+    assert caught.value.message.startswith(message), caught.value.message
+    document = genesis_document([account_entry("@someone")], {"gates": gates})
+    with pytest.raises(ProtocolError) as caught:
+        validate_genesis(document)
+    assert caught.value.code == "invalid_payload"
+
+
+def test_gate_override_accepted_for_other_types() -> None:
+    gates = {name: 0 for name in TX_TYPES if name != "ACCOUNT_REGISTER"}
+    assert merge_params({"gates": gates})["gates"] == gates

@@ -128,6 +128,12 @@ def test_create_records_close_height(chain: Chain) -> None:
             "voting_blocks": 3,
             "action": change("gates", {"FOLLOW_SET": 5}),
         },
+        {
+            "title": "t",
+            "body": "b",
+            "voting_blocks": 3,
+            "action": change("gates", {"ACCOUNT_REGISTER": 1}),
+        },
     ],
     ids=[
         "voting-short",
@@ -145,6 +151,7 @@ def test_create_records_close_height(chain: Chain) -> None:
         "action-out-of-range",
         "action-threshold-above-jurors",
         "action-bad-gate",
+        "action-register-gate",
     ],
 )
 def test_create_rejects_payload(chain: Chain, payload: dict[str, Any]) -> None:
@@ -343,6 +350,7 @@ def test_conflicting_changes_at_one_height_fail_second(chain: Chain) -> None:
 def test_economics_unlock_both_sides_on_one_chain() -> None:
     unlock_at = GENESIS_TIME_MS + 90 * DAY_MS
     accounts = [account_entry(v, 2, balance=100) for v in VOTERS]
+    accounts.append(account_entry("@rewards", 0, balance=100))
     chain = Chain(accounts, PARAMS)
     chain.next_timestamp_ms = unlock_at - 3000
     economic = {
@@ -369,6 +377,8 @@ def test_economics_unlock_both_sides_on_one_chain() -> None:
     assert proposal_of(chain, proposal_id)["status"] == "passed"
     assert chain.params["reward_amount"] == 25
     assert chain.ok("@voter4", "REWARD_CLAIM", {})["amount"] == 25
+    assert chain.account("@rewards")["balance"] == 75
+    assert chain.account("@voter4")["balance"] == 125
 
 
 def test_economic_action_fails_when_relocked_before_close() -> None:

@@ -293,6 +293,56 @@ def test_pin_request_skips_operators_without_capacity() -> None:
     request_pin(chain, CID_B, size=999)
 
 
+def test_pin_request_excludes_owner_operator() -> None:
+    # Three operators, replication factor 3: an operator that asks for its own
+    # pin leaves only two others, so the request is short of operators.
+    accounts = [account_entry(op, 2, ["node_operator"]) for op in OPERATORS[:4]]
+    chain = Chain(accounts)
+    receipt = chain.ok(
+        "@operator1", "IPFS_PIN_REQUEST", {"cid": CID_A, "size_bytes": 10}
+    )
+    assert "@operator1" not in targets_of(chain, receipt["pin_id"])
+    assert sorted(targets_of(chain, receipt["pin_id"])) == OPERATORS[1:4]
+    chain.ok("@operator4", "STORAGE_OPERATOR_WITHDRAW", {})
+    error = chain.reject(
+        "@operator2",
+        "IPFS_PIN_REQUEST",
+        {"cid": CID_B, "size_bytes": 10},
+        "insufficient_operators",
+    )
+    assert error.details == {"required": 3, "eligible": 2}
+
+
+def test_pin_request_excludes_on_behalf_of_owner() -> None:
+    accounts = [account_entry(op, 2, ["node_operator"]) for op in OPERATORS[:4]]
+    chain = Chain(accounts)
+    for seed, cid in enumerate((CID_A, CID_B)):
+        owner = OPERATORS[seed]
+        payload = {"cid": cid, "size_bytes": 10, "on_behalf_of": owner}
+        receipt = chain.ok(PRODUCER_ID, "IPFS_PIN_REQUEST", payload)
+        targets = targets_of(chain, receipt["pin_id"])
+        assert owner not in targets
+        assert sorted(targets) == sorted(set(OPERATORS[:4]) - {owner})
+
+
+def test_heal_never_assigns_owner() -> None:
+    accounts = [account_entry(op, 2, ["node_operator"]) for op in OPERATORS[:4]]
+    chain = Chain(accounts, {"replication_factor": 2})
+    payload = {"cid": CID_A, "size_bytes": 10, "on_behalf_of": "@operator4"}
+    pin_id = chain.ok(PRODUCER_ID, "IPFS_PIN_REQUEST", payload)["pin_id"]
+    first, second = targets_of(chain, pin_id)
+    confirm(chain, first, pin_id, ok=False)
+    receipt = chain.ok(PRODUCER_ID, "IPFS_PIN_HEAL", {"pin_id": pin_id})
+    # The only operator left besides the targets and the owner is the replacement.
+    (spare,) = set(OPERATORS[:3]) - {first, second}
+    assert receipt["assigned"] == [spare]
+    confirm(chain, spare, pin_id, ok=False)
+    error = chain.reject(
+        PRODUCER_ID, "IPFS_PIN_HEAL", {"pin_id": pin_id}, "insufficient_operators"
+    )
+    assert error.details == {"required": 1, "eligible": 0}
+
+
 def test_pin_request_insufficient_operators_at_block_time(chain: Chain) -> None:
     for operator in OPERATORS[:2]:
         chain.ok(operator, "STORAGE_OPERATOR_WITHDRAW", {})

@@ -60,7 +60,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from weall.api import views
 from weall.api.limits import AsgiApp, Message, Receive, Send
 from weall.api.schemas import ErrorBody, PinStatus
-from weall.api.session import ReplayCache, SessionError, SessionHeaders, verify_session
+from weall.api.session import (
+    REPLAY_FILE_NAME,
+    ReplayCache,
+    SessionError,
+    SessionHeaders,
+    verify_session,
+)
 from weall.errors import HTTP_STATUS, EncodingError, IpcError, IpfsError
 from weall.ipfs import AddResult, IpfsBackend, open_backend
 from weall.ipfs.unixfs import parse_cid
@@ -235,8 +241,15 @@ def _json(document: dict[str, Any]) -> Response:
 
 
 def _session_error(exc: SessionError) -> Response:
-    # Every failure of the session gate is a 401, the gate's tier included.
-    return _error(exc.code, exc.message, status=401)
+    # Every failure of the request is a 401, the gate's tier included; a
+    # replay cache that cannot take the request is the node's fault (503).
+    details = (
+        None if exc.retry_after_s is None else {"retry_after_s": exc.retry_after_s}
+    )
+    response = _error(exc.code, exc.message, details, status=exc.status)
+    if exc.retry_after_s is not None:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 def _ipfs_error(exc: IpfsError) -> Response:
@@ -278,7 +291,7 @@ class MediaService:
         self.reader = reader
         self.producer = producer
         self.records = MediaRecords(config.data_dir / "media")
-        self.replay = ReplayCache()
+        self.replay = ReplayCache(config.run_dir / REPLAY_FILE_NAME)
         self._backend: IpfsBackend | None = None
         self._stack = AsyncExitStack()
         self._lock = trio.Lock()
@@ -293,6 +306,7 @@ class MediaService:
             return self._backend
 
     async def aclose(self) -> None:
+        self.replay.close()
         async with self._lock:
             self._backend = None
             await self._stack.aclose()
@@ -379,9 +393,9 @@ class MediaService:
         )
         try:
             # The signature covers the body's hash, so it cannot verify yet
-            # and its failure is ignored here. A throwaway replay cache
-            # keeps this check from recording anything.
-            check(body_hash="", replay=ReplayCache())
+            # and its failure is ignored here. Without a replay cache this
+            # check records nothing.
+            check(body_hash="", replay=None)
         except SessionError as exc:
             if exc.code != "session_bad_signature":
                 return _session_error(exc)

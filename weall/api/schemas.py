@@ -269,6 +269,7 @@ class Post(_Record):
     edited_at_ms: Count | None
     deleted: bool
     hidden: bool
+    status: Literal["visible"]
     comment_count: Count
     reactions: dict[str, Count]
     flag_count: Count
@@ -285,17 +286,36 @@ class Comment(_Record):
     timestamp_ms: Count
     deleted: bool
     hidden: bool
+    status: Literal["visible"]
     reactions: dict[str, Count]
     flag_count: Count
 
 
+class RedactedContent(_Fixed):
+    """A hidden or deleted post or comment: its author and links, never its body."""
+
+    id: Hash
+    kind: Literal["post", "comment"]
+    author: AccountId
+    status: Literal["hidden", "deleted"]
+    deleted: bool
+    hidden: bool
+    height: Count
+    timestamp_ms: Count
+    parent_id: Hash | None = None
+    post_id: Hash | None = None
+    group_id: str | None = None
+
+
 class PostWithComments(Post):
+    """A visible post with a page of its visible comments."""
+
     comments: list[Comment]
     next_cursor: str | None
 
 
-class ContentView(RootModel[PostWithComments | Comment]):
-    """A post with a page of its comments, or a comment."""
+class ContentView(RootModel[PostWithComments | Comment | RedactedContent]):
+    """A post with a page of its comments, a comment, or a redacted one."""
 
 
 class FeedPage(_Fixed):

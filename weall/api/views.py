@@ -118,8 +118,44 @@ def account_view(conn: sqlite3.Connection, account_id: str) -> dict[str, Any] | 
     return view
 
 
-def _post_view(post: dict[str, Any]) -> dict[str, Any]:
-    return dict(post)
+# The fields that a hidden or deleted post or comment still shows. They link
+# it and name its author, but never show its body, media or reactions.
+_REDACTED_FIELDS: Final = (
+    "id",
+    "kind",
+    "author",
+    "parent_id",
+    "post_id",
+    "group_id",
+    "height",
+    "timestamp_ms",
+    "deleted",
+    "hidden",
+)
+
+
+def content_status(item: dict[str, Any]) -> str:
+    """Return ``deleted``, ``hidden`` or ``visible`` for a post or comment.
+
+    A deleted item is ``deleted`` even when a dispute also hid it.
+    """
+    if item.get("deleted"):
+        return "deleted"
+    if item.get("hidden"):
+        return "hidden"
+    return "visible"
+
+
+def _post_view(item: dict[str, Any]) -> dict[str, Any]:
+    """Return a post or comment as the API shows it, redacted unless visible."""
+    status = content_status(item)
+    if status == "visible":
+        return {**item, "status": status}
+    redacted: dict[str, Any] = {
+        name: item[name] for name in _REDACTED_FIELDS if name in item
+    }
+    redacted["status"] = status
+    return redacted
 
 
 def _page(
@@ -137,7 +173,9 @@ def _page(
     items = []
     for _key, entry in rows:
         item = state.get(object_kind, entry[id_field])
-        if item is not None and not item.get("deleted") and not item.get("hidden"):
+        # Lists leave hidden and deleted items out; only the item's own
+        # route shows their redacted form.
+        if item is not None and content_status(item) == "visible":
             items.append(_post_view(item))
     next_cursor = rows[-1][0][len(prefix) :] if len(rows) == limit else None
     return items, next_cursor
@@ -164,27 +202,36 @@ def account_posts_page(
 def content_view(
     conn: sqlite3.Connection, object_id: str, cursor: str | None, limit: int
 ) -> dict[str, Any] | None:
+    """Return a post with a page of its visible comments, or a comment.
+
+    A hidden or deleted post or comment shows only its id, author, links and
+    ``status``. The comments of a hidden or deleted post are not listed,
+    because the thread goes with its post. Hidden and deleted comments are
+    left out of a visible post's list, as the feed leaves out such posts, so
+    a page may hold fewer than ``limit`` comments while ``next_cursor`` is set.
+    """
     state = queries.SqliteState(conn)
     item = state.get("post", object_id) or state.get("comment", object_id)
     if item is None:
         return None
     view = _post_view(item)
-    if item["kind"] == "post":
-        rows = state.scan(
-            "comment_index",
-            f"{object_id}/",
-            after=(None if cursor is None else f"{object_id}/{cursor}"),
-            limit=limit,
-        )
-        comments = []
-        for _key, entry in rows:
-            comment = state.get("comment", entry["comment_id"])
-            if comment is not None:
-                comments.append(comment)
-        view["comments"] = comments
-        view["next_cursor"] = (
-            rows[-1][0][len(object_id) + 1 :] if len(rows) == limit else None
-        )
+    if item["kind"] != "post" or view["status"] != "visible":
+        return view
+    rows = state.scan(
+        "comment_index",
+        f"{object_id}/",
+        after=(None if cursor is None else f"{object_id}/{cursor}"),
+        limit=limit,
+    )
+    comments = []
+    for _key, entry in rows:
+        comment = state.get("comment", entry["comment_id"])
+        if comment is not None and content_status(comment) == "visible":
+            comments.append(_post_view(comment))
+    view["comments"] = comments
+    view["next_cursor"] = (
+        rows[-1][0][len(object_id) + 1 :] if len(rows) == limit else None
+    )
     return view
 
 

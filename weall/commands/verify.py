@@ -1,8 +1,16 @@
 """``weall verify``: replay the chain from genesis and check every block.
 
-For every block it checks the chain id, height, link to the previous block,
-the producer's signature, the transactions' signatures, the receipts hash and
-the state root, by applying the stored transactions to a replayed state.
+For every block it checks the header's shape, the stored hash, the link to
+the previous block, the producer's signature, the transactions' signatures,
+and then every header field (chain id, height, timestamp, tx ids, receipts
+hash, state root) against a replay of the stored transactions over the
+replayed state. Any failure names the height of the first bad block.
+
+The chain does not record the mode it ran in, so an unsigned transaction is
+accepted only when ``weall verify`` itself runs with the settings under
+which a node accepts one: ``WEALL_MODE=dev`` and
+``WEALL_ALLOW_UNSIGNED_TXS=1``. Any other chain fails at the first unsigned
+transaction.
 """
 
 from __future__ import annotations
@@ -21,8 +29,14 @@ import orjson
 from weall import config as config_module
 from weall.errors import ProtocolError, StartupError
 from weall.progress import Progress
-from weall.protocol.block import block_hash, build_block, verify_block_signature
-from weall.protocol.envelope import parse_envelope
+from weall.protocol.block import (
+    HEADER_FIELDS,
+    block_hash,
+    build_block,
+    receipts_hash,
+    verify_block_signature,
+)
+from weall.protocol.envelope import Envelope, parse_envelope
 from weall.protocol.genesis import genesis_info, genesis_state
 from weall.protocol.state import MemoryState, state_root_of_raw
 from weall.protocol.txtypes import GenesisInfo
@@ -37,7 +51,13 @@ PAGE = 200
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "verify", help="replay the chain and check every block"
+        "verify",
+        help="replay the chain and check every block",
+        description=(
+            "Replay the chain from genesis and check every block's hash, "
+            "signature and state root. Unsigned transactions pass only with "
+            "WEALL_MODE=dev and WEALL_ALLOW_UNSIGNED_TXS=1."
+        ),
     )
     parser.add_argument("--db", help="database to check (default: WEALL_DB_PATH)")
     parser.set_defaults(func=verify_command)
@@ -50,11 +70,16 @@ class VerifyError(Exception):
 
 
 def verify_chain(
-    conn: sqlite3.Connection, progress: Progress | None = None
+    conn: sqlite3.Connection,
+    progress: Progress | None = None,
+    *,
+    allow_unsigned: bool = False,
 ) -> dict[str, int]:
     """Replay every block of ``conn``; raise ``VerifyError`` naming the first bad height.
 
     ``progress``, when given, is updated with the number of blocks verified.
+    ``allow_unsigned`` accepts transactions without ``sig``, as a dev node
+    run with ``WEALL_ALLOW_UNSIGNED_TXS=1`` admits them.
     """
     stored = queries.meta(conn)
     document = json.loads(stored["genesis_json"])
@@ -64,14 +89,7 @@ def verify_chain(
     if first is None:
         raise VerifyError(0, "missing")
     overlay = genesis_state(document, state)
-    root0 = state_root_of_raw(info.genesis_hash, overlay.raw_changes())
-    if (
-        first["header"]["state_root"] != root0
-        or first["header"]["prev_hash"] != info.genesis_hash
-    ):
-        raise VerifyError(0, "block 0 does not commit the genesis document")
-    if not verify_block_signature(first["header"], first["sig"]):
-        raise VerifyError(0, "producer signature does not verify")
+    _verify_genesis_block(first, info, overlay.raw_changes())
     state.apply(overlay.changes())
     prev = first["header"]
     txs_total = 0
@@ -81,7 +99,7 @@ def verify_chain(
         if not page:
             break
         for block in page:
-            _verify_one(conn, block, prev, state, info)
+            _verify_one(conn, block, prev, state, info, allow_unsigned)
             txs_total += len(block["header"]["tx_ids"])
             prev = block["header"]
             height = block["height"] + 1
@@ -108,15 +126,53 @@ def _compare_state(conn: sqlite3.Connection, state: MemoryState, height: int) ->
         )
 
 
-def _verify_one(
-    conn: sqlite3.Connection,
-    block: dict[str, Any],
-    prev: dict[str, Any],
-    state: MemoryState,
-    info: GenesisInfo,
+def _check_header_shape(height: int, header: Any) -> None:
+    """Raise unless ``header`` has exactly the header fields, each of its type."""
+    if not isinstance(header, dict) or set(header) != set(HEADER_FIELDS):
+        raise VerifyError(height, f"header does not have the fields {HEADER_FIELDS}")
+    for name in ("height", "timestamp_ms"):
+        value = header[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise VerifyError(height, f"header {name} is not a non-negative integer")
+    for name in ("chain_id", "prev_hash", "producer", "receipts_hash", "state_root"):
+        if not isinstance(header[name], str):
+            raise VerifyError(height, f"header {name} is not a string")
+    tx_ids = header["tx_ids"]
+    if not isinstance(tx_ids, list) or not all(isinstance(t, str) for t in tx_ids):
+        raise VerifyError(height, "header tx_ids is not a list of ids")
+
+
+def _verify_genesis_block(
+    first: dict[str, Any], info: GenesisInfo, changes: list[Any]
 ) -> None:
+    """Check that block 0 is exactly the block the genesis document defines."""
+    header = first["header"]
+    _check_header_shape(0, header)
+    expected = {
+        "chain_id": info.chain_id,
+        "height": 0,
+        "prev_hash": info.genesis_hash,
+        "timestamp_ms": info.genesis_time_ms,
+        "producer": info.producer_pubkey,
+        "tx_ids": [],
+        "receipts_hash": receipts_hash([]),
+        "state_root": state_root_of_raw(info.genesis_hash, changes),
+    }
+    if header != expected:
+        raise VerifyError(0, "block 0 does not commit the genesis document")
+    if block_hash(header) != first["hash"]:
+        raise VerifyError(0, "stored hash does not match the header")
+    if not verify_block_signature(header, first["sig"]):
+        raise VerifyError(0, "producer signature does not verify")
+
+
+def _check_signed_header(
+    block: dict[str, Any], prev: dict[str, Any], info: GenesisInfo
+) -> None:
+    """Check the parts of a header that need no replay: hash, link, signature, time."""
     header = block["header"]
     height = block["height"]
+    _check_header_shape(height, header)
     if header["height"] != height or height != prev["height"] + 1:
         raise VerifyError(height, "height out of sequence")
     if block_hash(header) != block["hash"]:
@@ -127,14 +183,22 @@ def _verify_one(
         raise VerifyError(height, "signed by a key other than the genesis producer")
     if not verify_block_signature(header, block["sig"]):
         raise VerifyError(height, "producer signature does not verify")
-    txs = queries.txs_in_block(conn, height)
-    if [t["tx_id"] for t in txs] != header["tx_ids"]:
-        raise VerifyError(height, "stored transactions do not match tx_ids")
+    if header["timestamp_ms"] <= prev["timestamp_ms"]:
+        raise VerifyError(
+            height,
+            f"timestamp_ms {header['timestamp_ms']} does not exceed the previous "
+            f"block's {prev['timestamp_ms']}",
+        )
+
+
+def _stored_envelopes(
+    height: int, txs: list[dict[str, Any]], allow_unsigned: bool
+) -> list[Envelope]:
     envelopes = []
     for tx in txs:
         try:
-            env = parse_envelope(tx["envelope"], allow_unsigned=True)
-            if env.sig is not None:
+            env = parse_envelope(tx["envelope"], allow_unsigned=allow_unsigned)
+            if env.sig is not None or not allow_unsigned:
                 env.verify_signature()
         except ProtocolError as exc:
             raise VerifyError(
@@ -145,15 +209,36 @@ def _verify_one(
                 height, f"transaction {tx['tx_id']} does not hash to its id"
             )
         envelopes.append(env)
-    result = build_block(
-        state,
-        prev,
-        envelopes,
-        timestamp_ms=header["timestamp_ms"],
-        genesis=info,
-        producer_pubkey=header["producer"],
-        sign=None,
-    )
+    return envelopes
+
+
+def _verify_one(
+    conn: sqlite3.Connection,
+    block: dict[str, Any],
+    prev: dict[str, Any],
+    state: MemoryState,
+    info: GenesisInfo,
+    allow_unsigned: bool,
+) -> None:
+    _check_signed_header(block, prev, info)
+    header = block["header"]
+    height = block["height"]
+    txs = queries.txs_in_block(conn, height)
+    if [t["tx_id"] for t in txs] != header["tx_ids"]:
+        raise VerifyError(height, "stored transactions do not match tx_ids")
+    envelopes = _stored_envelopes(height, txs, allow_unsigned)
+    try:
+        result = build_block(
+            state,
+            prev,
+            envelopes,
+            timestamp_ms=header["timestamp_ms"],
+            genesis=info,
+            producer_pubkey=header["producer"],
+            sign=None,
+        )
+    except ValueError as exc:
+        raise VerifyError(height, f"the block cannot be replayed: {exc}") from None
     if result.header["receipts_hash"] != header["receipts_hash"]:
         raise VerifyError(height, "receipts do not match a replay")
     stored_receipts = [tx["receipt"] for tx in txs]
@@ -168,6 +253,11 @@ def _verify_one(
             )
     if result.header["state_root"] != header["state_root"]:
         raise VerifyError(height, "state root does not match a replay")
+    # Every other field (chain id, tx ids, link, producer) must equal the
+    # replay's too, so a header re-signed with other values still fails.
+    for name in HEADER_FIELDS:
+        if result.header[name] != header[name]:
+            raise VerifyError(height, f"header {name} does not match a replay")
     state.apply(result.state.changes())
 
 
@@ -181,9 +271,10 @@ def verify_command(args: argparse.Namespace) -> int:
     try:
         head = queries.head_header(conn)
         total = None if head is None else head["height"] + 1
+        allow_unsigned = config.mode == "dev" and config.allow_unsigned_txs
         try:
             with Progress("verify", total=total, unit="blocks") as progress:
-                summary = verify_chain(conn, progress)
+                summary = verify_chain(conn, progress, allow_unsigned=allow_unsigned)
         except VerifyError as exc:
             print(
                 f"weall verify: FAILED at height {exc.height}: {exc}", file=sys.stderr

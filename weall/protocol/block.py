@@ -46,7 +46,8 @@ HEADER_FIELDS: Final = (
 
 # Called after the block's transactions, with (state, height, timestamp_ms,
 # params); they close proposals, expire requests and the like. Each hook is
-# deterministic and writes only into the overlay.
+# deterministic and writes only into the overlay. ``weall.protocol.rules``
+# fills this list in the fixed order of its ``END_BLOCK_ORDER``.
 EndBlockHook = Callable[[Overlay, int, int, dict[str, Any]], None]
 END_BLOCK_HOOKS: list[EndBlockHook] = []
 

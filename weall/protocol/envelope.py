@@ -33,6 +33,7 @@ ENVELOPE_FIELDS: Final = frozenset(
 _UNSIGNED_FIELDS: Final = tuple(sorted(ENVELOPE_FIELDS - {"sig"}))
 MAX_ENVELOPE_BYTES: Final = 64 * 1024
 MAX_NONCE: Final = canonical.MAX_SAFE_INT
+MAX_TX_TYPE_CHARS: Final = 64
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def parse_envelope(
     its values are known to be canonical JSON and are not walked again.
 
     Raises:
-        TxRejected: ``invalid_envelope`` or ``too_large``.
+        TxRejected: ``invalid_envelope``, ``unsupported_type`` (a well-formed
+            tx_type that is not in the type table) or ``too_large``.
     """
     from weall.protocol.txtypes import TX_TYPES
 
@@ -130,8 +132,16 @@ def parse_envelope(
     sig = document.get("sig")
     if not isinstance(chain_id, str) or not 1 <= len(chain_id) <= 64:
         raise _invalid("chain_id must be a string of 1 to 64 characters")
-    if not isinstance(tx_type, str) or tx_type not in TX_TYPES:
-        raise _invalid(f"unknown tx_type {str(tx_type)[:64]!r}")
+    if not isinstance(tx_type, str) or not 1 <= len(tx_type) <= MAX_TX_TYPE_CHARS:
+        raise _invalid(
+            f"tx_type must be a string of 1 to {MAX_TX_TYPE_CHARS} characters"
+        )
+    if tx_type not in TX_TYPES:
+        raise TxRejected(
+            "unsupported_type",
+            f"tx_type {tx_type!r} is not a type this node supports",
+            {"tx_type": tx_type},
+        )
     if not is_account_id(signer):
         raise _invalid("signer must be @ followed by 3 to 32 of [a-z0-9_]")
     if (

@@ -67,6 +67,13 @@ def find_key(
             )
         found: dict[str, Any] = session
         return found
+    for expired in account.get("expired_session_keys", []):
+        if expired["pubkey"] == pubkey:
+            raise TxRejected(
+                "key_not_allowed",
+                "session key expired",
+                {"expires_at_ms": expired["expires_at_ms"]},
+            )
     raise TxRejected(
         "key_not_allowed", f"pubkey is not an active key of {account['id']}"
     )
@@ -141,7 +148,9 @@ def _run_handler(ctx: TxContext) -> dict[str, Any]:
     function = TX_TYPES[ctx.tx_type].handler
     if function is None:
         raise TxRejected(
-            "invalid_envelope", f"{ctx.tx_type} is not supported by this node"
+            "unsupported_type",
+            f"{ctx.tx_type} is not supported by this node",
+            {"tx_type": ctx.tx_type},
         )
     return function(ctx)
 

@@ -3,6 +3,11 @@
 ``params`` in a genesis document may set any key below; a key it omits takes
 the genesis-posture default. ``ECONOMIC_PARAMS`` can change only through an
 economic action, which the economics lock blocks.
+
+``reward_pool_account`` and ``treasury_account`` name the genesis accounts
+whose balances pay rewards and passed treasury spends. No balance is ever
+created after genesis, so a genesis that gives them no balance (or does not
+list them) has no rewards and no treasury to spend.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from weall.errors import ProtocolError
+from weall.protocol.encoding import is_account_id
 
 __all__ = [
     "DAY_MS",
@@ -49,6 +55,9 @@ GENESIS_DEFAULTS: Final[dict[str, Any]] = {
     "reactions": ["like", "love", "laugh", "sad", "angry"],
     "reward_amount": 10,
     "reward_interval_blocks": 1000,
+    "reward_pool_account": "@rewards",
+    "treasury_account": "@treasury",
+    "treasury_voting_blocks": 1000,
     "gates": {},
 }
 
@@ -66,8 +75,17 @@ DEV_OVERRIDES: Final[dict[str, Any]] = {
 }
 
 ECONOMIC_PARAMS: Final = frozenset(
-    {"economics_lock_days", "reward_amount", "reward_interval_blocks"}
+    {
+        "economics_lock_days",
+        "reward_amount",
+        "reward_interval_blocks",
+        "reward_pool_account",
+        "treasury_account",
+        "treasury_voting_blocks",
+    }
 )
+# Parameters whose value is an account id.
+_ACCOUNT_PARAMS: Final = ("reward_pool_account", "treasury_account")
 
 _INT_LIMITS: Final[dict[str, tuple[int, int]]] = {
     "block_interval_ms": (10, 3_600_000),
@@ -95,6 +113,7 @@ _INT_LIMITS: Final[dict[str, tuple[int, int]]] = {
     "max_session_keys": (1, 256),
     "reward_amount": (0, 10**15),
     "reward_interval_blocks": (1, 10**9),
+    "treasury_voting_blocks": (1, 10**9),
 }
 
 
@@ -121,6 +140,12 @@ def validate_params(params: dict[str, Any]) -> None:
                     "invalid_payload",
                     f"params.{key}: must be an integer in {low}..{high}",
                 )
+        elif key in _ACCOUNT_PARAMS:
+            if not is_account_id(value):
+                raise ProtocolError(
+                    "invalid_payload",
+                    f"params.{key}: must be an account id (@ and 3 to 32 of [a-z0-9_])",
+                )
         elif key == "reactions":
             if (
                 not isinstance(value, list)
@@ -140,7 +165,16 @@ def validate_params(params: dict[str, Any]) -> None:
             for tx_type, tier in value.items():
                 if tx_type not in TX_TYPES:
                     raise ProtocolError(
-                        "invalid_payload", f"params.gates: unknown type {tx_type}"
+                        "invalid_payload",
+                        f"params.gates: unknown tx type {tx_type[:64]!r}",
+                    )
+                if tx_type == "ACCOUNT_REGISTER":
+                    # Admission never gates it: the signer has no account,
+                    # so no tier, until this transaction creates one.
+                    raise ProtocolError(
+                        "invalid_payload",
+                        "params.gates.ACCOUNT_REGISTER: registration has no gate "
+                        "and cannot be given one",
                     )
                 if isinstance(tier, bool) or tier not in (0, 1, 2):
                     raise ProtocolError(
@@ -155,6 +189,11 @@ def validate_params(params: dict[str, Any]) -> None:
     if params["poh_live_threshold"] > params["poh_live_jurors"]:
         raise ProtocolError(
             "invalid_payload", "params.poh_live_threshold exceeds poh_live_jurors"
+        )
+    if params["reward_pool_account"] == params["treasury_account"]:
+        raise ProtocolError(
+            "invalid_payload",
+            "params.reward_pool_account and params.treasury_account must differ",
         )
     if params["gov_min_voting_blocks"] > params["gov_max_voting_blocks"]:
         raise ProtocolError(

@@ -552,7 +552,7 @@
       { class: "post", "data-post": post.id },
       el("div", { class: "post-meta" }, links.account(post.author), " · ", links.block(post.height, "block " + post.height),
         " · ", formatTime(post.timestamp_ms), " · ", links.content(post.id, "open")),
-      el("div", { class: "post-body" }, post.deleted ? el("em", { class: "muted" }, "deleted") : post.body),
+      el("div", { class: "post-body" }, post.status && post.status !== "visible" ? el("em", { class: "muted" }, post.status) : post.body),
     );
   }
 
@@ -616,11 +616,11 @@
       const parts = [
         card(
           isPost ? "Post" : "Comment",
-          el("div", { class: "post-body big", id: "content-body" }, item.deleted ? el("em", { class: "muted" }, "deleted") : item.body),
+          el("div", { class: "post-body big", id: "content-body" }, item.status && item.status !== "visible" ? el("em", { class: "muted" }, item.status) : item.body),
           facts(pairs),
         ),
       ];
-      if (isPost) {
+      if (isPost && item.status === "visible") {
         parts.push(card("Comments (" + item.comment_count + ")", el("ul", { class: "posts" }, comments.length ? comments : el("li", { class: "muted" }, "none"))));
       }
       return el("div", {}, parts);

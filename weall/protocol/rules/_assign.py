@@ -7,11 +7,11 @@ the account record, so an assignment reads one prefix of one kind instead
 of every account.
 
 Assignment orders the eligible accounts by id and starts at an index derived
-from the request id. The request id is the text form of a 32-byte SHA-256
-digest (a tx id). The seed is SHA-256 over those 32 raw digest bytes, as
-``decode_hash`` returns them, not over the ASCII text. The first 8 bytes of
-the seed, read big-endian, modulo the number of eligible accounts give the
-start index, and the next N accounts from there, wrapping around, are
+from the request id. The seed is SHA-256 over the request id's text form,
+its ASCII bytes (``b`` followed by 52 base32 characters, as clients see
+it), not over the 32 digest bytes that the text encodes. The first 8 bytes
+of the seed, read big-endian, modulo the number of eligible accounts give
+the start index, and the next N accounts from there, wrapping around, are
 assigned. Every replica reads the same entries, so every replica assigns the
 same accounts.
 """
@@ -98,10 +98,12 @@ def start_index(request_id: str, count: int) -> int:
     """Return the start index for ``request_id`` among ``count`` eligible accounts.
 
     Args:
-        request_id: a tx id in the hash text form.
+        request_id: a tx id in the hash text form; the text is checked, then
+            its ASCII bytes are hashed.
         count: the number of eligible accounts, at least 1.
     """
-    seed = hashlib.sha256(decode_hash(request_id, "request_id")).digest()
+    decode_hash(request_id, "request_id")
+    seed = hashlib.sha256(request_id.encode("ascii")).digest()
     return int.from_bytes(seed[:8], "big") % count
 
 

@@ -1,4 +1,20 @@
-"""Accounts, keys, session keys and profiles."""
+"""Accounts, keys, session keys and profiles.
+
+A key revoked from an account never comes back to it: ``ACCOUNT_KEY_ADD``
+and ``ACCOUNT_SESSION_KEY_ISSUE`` reject a public key that the account
+revoked before, as an account key or as a session key, with ``key_revoked``.
+
+State kinds:
+    ``key_revoked`` (key ``"{account_id}/{pubkey}"``): ``{"height"}`` of an
+    account key's revocation.
+    ``session_revoked`` (key ``"{account_id}/{pubkey}"``): ``{"height"}`` of a
+    session key's revocation; session-gated HTTP routes read it too.
+
+An account record keeps its expired session keys in ``expired_session_keys``
+(``{"pubkey", "expires_at_ms"}``, oldest first, at most ``max_session_keys``
+of them) once an issue drops them from ``session_keys``. A request signed by
+one of them is then still rejected as expired, not as signed by an unknown key.
+"""
 
 from __future__ import annotations
 
@@ -55,6 +71,19 @@ def _all_keys(account: dict[str, Any]) -> set[str]:
     return set(account["keys"]) | {s["pubkey"] for s in account["session_keys"]}
 
 
+def _check_not_revoked(ctx: TxContext, pubkey: str) -> None:
+    """Raise ``key_revoked`` when the signer revoked ``pubkey`` before, in either role."""
+    key = f"{ctx.signer}/{pubkey}"
+    record = ctx.state.get("key_revoked", key) or ctx.state.get("session_revoked", key)
+    if record is not None:
+        raise TxRejected(
+            "key_revoked",
+            f"pubkey was revoked from {ctx.signer} at height {record['height']} "
+            "and cannot be added again; use a new key",
+            {"pubkey": pubkey, "revoked_height": record["height"]},
+        )
+
+
 @handler("ACCOUNT_REGISTER")
 def register(ctx: TxContext) -> dict[str, Any]:
     expect_fields(ctx.payload, set())
@@ -74,6 +103,7 @@ def key_add(ctx: TxContext) -> dict[str, Any]:
     account = ctx.account()
     if pubkey in _all_keys(account):
         raise TxRejected("conflict", "pubkey is already a key of this account")
+    _check_not_revoked(ctx, pubkey)
     if len(account["keys"]) >= ctx.params["max_keys"]:
         raise invalid(f"an account has at most {ctx.params['max_keys']} active keys")
     account["keys"].append(pubkey)
@@ -92,6 +122,7 @@ def key_revoke(ctx: TxContext) -> dict[str, Any]:
         raise invalid("the last active key cannot be revoked")
     account["keys"].remove(pubkey)
     ctx.state.put("account", ctx.signer, account)
+    ctx.state.put("key_revoked", f"{ctx.signer}/{pubkey}", {"height": ctx.height})
     return {}
 
 
@@ -122,16 +153,39 @@ def session_issue(ctx: TxContext) -> dict[str, Any]:
     account = ctx.account()
     if pubkey in _all_keys(account):
         raise TxRejected("conflict", "pubkey is already a key of this account")
-    # Expired session keys are dropped so that the list stays bounded.
+    _check_not_revoked(ctx, pubkey)
+    limit = ctx.params["max_session_keys"]
     live = [s for s in account["session_keys"] if s["expires_at_ms"] > ctx.timestamp_ms]
-    if len(live) >= ctx.params["max_session_keys"]:
-        raise invalid(
-            f"an account has at most {ctx.params['max_session_keys']} session keys"
-        )
+    if len(live) >= limit:
+        raise invalid(f"an account has at most {limit} session keys")
+    _move_expired(account, live, pubkey, limit)
     live.append({"pubkey": pubkey, "scope": sorted(scope), "expires_at_ms": expires})
     account["session_keys"] = live
     ctx.state.put("account", ctx.signer, account)
     return {}
+
+
+def _move_expired(
+    account: dict[str, Any], live: list[dict[str, Any]], issued: str, limit: int
+) -> None:
+    """Move the expired session keys to ``expired_session_keys``, keeping ``limit``.
+
+    Both lists stay bounded by ``max_session_keys``. A key issued again after
+    it expired leaves the expired list.
+    """
+    live_keys = {s["pubkey"] for s in live}
+    expired = [
+        {"pubkey": s["pubkey"], "expires_at_ms": s["expires_at_ms"]}
+        for s in account["session_keys"]
+        if s["pubkey"] not in live_keys
+    ]
+    remembered = [
+        e
+        for e in [*account.get("expired_session_keys", []), *expired]
+        if e["pubkey"] != issued
+    ][-limit:]
+    if remembered or "expired_session_keys" in account:
+        account["expired_session_keys"] = remembered
 
 
 @handler("ACCOUNT_SESSION_KEY_REVOKE")
@@ -140,9 +194,16 @@ def session_revoke(ctx: TxContext) -> dict[str, Any]:
     pubkey = _pubkey(ctx.payload)
     account = ctx.account()
     remaining = [s for s in account["session_keys"] if s["pubkey"] != pubkey]
-    if len(remaining) == len(account["session_keys"]):
+    expired = account.get("expired_session_keys", [])
+    remaining_expired = [e for e in expired if e["pubkey"] != pubkey]
+    listed = len(remaining) < len(account["session_keys"])
+    remembered = len(remaining_expired) < len(expired)
+    if not listed and not remembered:
         raise TxRejected("not_found", "pubkey is not a session key of this account")
     account["session_keys"] = remaining
+    if expired:
+        # Revoking an expired key makes sure that it can never be issued again.
+        account["expired_session_keys"] = remaining_expired
     ctx.state.put("account", ctx.signer, account)
     # Kept so that a request signed by a revoked key can be told apart from
     # one signed by a key that was never issued.

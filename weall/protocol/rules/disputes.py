@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any, Final
 
 from weall.errors import TxRejected
-from weall.protocol.block import END_BLOCK_HOOKS
 from weall.protocol.rules._assign import (
     add_juror_tasks,
     assign,
@@ -208,6 +207,3 @@ def expire_disputes(
         dispute = state.get("dispute", entry["dispute_id"])
         if dispute is not None and dispute["status"] == OPEN:
             _close(state, dispute, EXPIRED, height)
-
-
-END_BLOCK_HOOKS.append(expire_disputes)

@@ -8,11 +8,17 @@ passes when quorum is met and yes votes outnumber no votes. A passed
 ``param_change`` is validated again against the params of that moment and
 written to ``("chain", "params")``, so it takes effect from the next block.
 
-An action is economic when it changes a key of ``ECONOMIC_PARAMS``, or when
-it changes ``gates`` for an economic transaction type, because that decides
-who may move balances. An economic action is rejected as
-``economics_locked`` while the economics lock holds, both at creation and at
-the close.
+A ``treasury_spend`` action comes only from ``TREASURY_SPEND_PROPOSE``
+(``GOV_PROPOSAL_CREATE`` accepts param changes only) and is voted like any
+proposal. When it passes, the close moves ``amount`` from the treasury
+account named in the action (``from``) to ``to``, or fails with
+``insufficient_balance`` when the treasury has less by then.
+
+An action is economic when it spends from the treasury, when it changes a
+key of ``ECONOMIC_PARAMS``, or when it changes ``gates`` for an economic
+transaction type, because that decides who may move balances. An economic
+action is rejected as ``economics_locked`` while the economics lock holds,
+both at creation and at the close.
 
 State kinds:
     ``gov_proposal`` (key proposal id): the proposal, its tally and outcome.
@@ -26,7 +32,6 @@ from __future__ import annotations
 from typing import Any, Final
 
 from weall.errors import ProtocolError, TxRejected
-from weall.protocol.block import END_BLOCK_HOOKS
 from weall.protocol.execute import chain_params
 from weall.protocol.params import ECONOMIC_PARAMS, GENESIS_DEFAULTS, validate_params
 from weall.protocol.rules._payload import (
@@ -47,12 +52,19 @@ from weall.protocol.txtypes import (
     handler,
 )
 
-__all__ = ["CHOICES", "close_proposals", "is_economic_action"]
+__all__ = [
+    "CHOICES",
+    "TREASURY_SPEND",
+    "close_proposals",
+    "is_economic_action",
+    "open_proposal",
+]
 
 MAX_TITLE_CHARS: Final = 200
 MAX_BODY_CHARS: Final = 20_000
 CHOICES: Final = ("yes", "no", "abstain")
 PARAM_CHANGE: Final = "param_change"
+TREASURY_SPEND: Final = "treasury_spend"
 
 # Proposal status values.
 OPEN: Final = "open"  # accepting votes until close_height
@@ -63,9 +75,11 @@ FAILED: Final = "failed"  # open -> failed: passed, but the action could not app
 
 
 def is_economic_action(action: dict[str, Any] | None, params: dict[str, Any]) -> bool:
-    """Return whether ``action`` changes an economic param or an economic type's gate."""
+    """Return whether ``action`` spends, or changes an economic param or gate."""
     if action is None:
         return False
+    if action["type"] == TREASURY_SPEND:
+        return True
     key = action["key"]
     if key in ECONOMIC_PARAMS:
         return True
@@ -117,7 +131,23 @@ def proposal_create(ctx: TxContext) -> dict[str, Any]:
         int(ctx.params["gov_max_voting_blocks"]),
     )
     action = _check_action(ctx)
+    return open_proposal(
+        ctx, title=title, body=body, voting_blocks=voting_blocks, action=action
+    )
 
+
+def open_proposal(
+    ctx: TxContext,
+    *,
+    title: str,
+    body: str,
+    voting_blocks: int,
+    action: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Store a proposal with the id of ``ctx``'s transaction; return the receipt ids.
+
+    The caller has validated every argument.
+    """
     close_height = ctx.height + voting_blocks
     proposal = {
         "id": ctx.tx_id,
@@ -177,7 +207,7 @@ def vote_cast(ctx: TxContext) -> dict[str, Any]:
 def _apply_action(
     state: Overlay, action: dict[str, Any], timestamp_ms: int
 ) -> str | None:
-    """Write a passed param change, or return the error code when it cannot apply."""
+    """Apply a passed action, or return the error code when it cannot apply."""
     params = chain_params(state)
     genesis = state.get("chain", "genesis")
     if genesis is None:
@@ -195,6 +225,8 @@ def _apply_action(
         info, params
     ):
         return "economics_locked"
+    if action["type"] == TREASURY_SPEND:
+        return _spend_from_treasury(state, action)
     merged = {**params, action["key"]: action["value"]}
     try:
         validate_params(merged)
@@ -202,6 +234,22 @@ def _apply_action(
         # Another proposal changed a related param since this one was created.
         return "invalid_payload"
     state.put("chain", "params", merged)
+    return None
+
+
+def _spend_from_treasury(state: Overlay, action: dict[str, Any]) -> str | None:
+    """Move a passed spend from the treasury, or return ``insufficient_balance``."""
+    treasury = state.get("account", action["from"])
+    receiver = state.get("account", action["to"])
+    amount = int(action["amount"])
+    if treasury is None or treasury["balance"] < amount:
+        return "insufficient_balance"
+    if receiver is None:  # pragma: no cover - accounts are never deleted
+        return "not_found"
+    treasury["balance"] -= amount
+    receiver["balance"] += amount
+    state.put("account", action["from"], treasury)
+    state.put("account", action["to"], receiver)
     return None
 
 
@@ -242,6 +290,3 @@ def close_proposals(
         _tally(state, proposal, timestamp_ms, int(params["gov_quorum"]))
         proposal["closed_height"] = height
         state.put("gov_proposal", proposal["id"], proposal)
-
-
-END_BLOCK_HOOKS.append(close_proposals)

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any, Final
 
 from weall.errors import TxRejected
-from weall.protocol.block import END_BLOCK_HOOKS
 from weall.protocol.rules._assign import (
     add_juror_tasks,
     assign,
@@ -294,6 +293,3 @@ def juror_enroll(ctx: TxContext) -> dict[str, Any]:
     expect_fields(ctx.payload, set())
     grant_role(ctx.state, ctx.signer, JUROR, ctx.height)
     return {}
-
-
-END_BLOCK_HOOKS.append(expire_requests)

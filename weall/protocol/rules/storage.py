@@ -1,7 +1,8 @@
 """Storage operators and IPFS pins: requests, confirmations and healing.
 
 A pin request assigns ``replication_factor`` operators with enough free
-capacity, and each confirms with ``ok`` true or false. The factor is copied
+capacity, other than the pin's owner (``on_behalf_of`` when set, otherwise
+the signer), and each confirms with ``ok`` true or false. The factor is copied
 into the pin when it is requested, so a later change of the parameter
 applies to new pins only. A target counts as confirmed only while its
 operator still holds role node_operator.
@@ -338,12 +339,14 @@ def pin_request(ctx: TxContext) -> dict[str, Any]:
         )
 
     factor = int(ctx.params["replication_factor"])
+    # The owner (the applicant) never stores its own pin, so its replicas
+    # are held by other operators.
     operators = assign(
         ctx.state,
         role=NODE_OPERATOR,
         request_id=ctx.tx_id,
         count=factor,
-        exclude=(),
+        exclude={owner},
         code="insufficient_operators",
         accept=lambda account: _free_bytes(ctx.state, account) >= size,
     )
@@ -421,9 +424,10 @@ def _release(
 
 def _replacements(ctx: TxContext, pin: dict[str, Any], count: int) -> list[str]:
     # Operators released from this pin before are not drawn again while the
-    # pin's bounded history still lists them.
+    # pin's bounded history still lists them, and the owner never is.
     excluded = {t["operator"] for t in pin["targets"]}
     excluded |= {r["operator"] for r in pin["released"]}
+    excluded.add(pin["owner"])
     size = pin["size_bytes"]
     eligible = eligible_accounts(
         ctx.state,
@@ -446,9 +450,9 @@ def pin_heal(ctx: TxContext) -> dict[str, Any]:
 
     Replacements are drawn like an assignment, seeded by this transaction's
     id, from operators with enough free capacity that are neither targets of
-    the pin nor in its history of released targets. When fewer operators are
-    eligible than there are bad targets, as many bad targets as possible are
-    replaced, in target order.
+    the pin, nor in its history of released targets, nor its owner. When
+    fewer operators are eligible than there are bad targets, as many bad
+    targets as possible are replaced, in target order.
 
     Raises:
         TxRejected: ``conflict`` when the pin has no shortfall, and
