@@ -174,13 +174,13 @@ def ingest(args: argparse.Namespace) -> dict[str, Any]:
         "node_acked_tx_per_s": summary(node_rates),
         "node_committed_tx_per_s": summary(committed_rates),
         f"bare_posts_per_s_{workers}_workers": summary(bare_rates),
-        "ratio_node_to_bare_same_workers": summary(ratios),
+        "ratio_node_to_bare_same_workers": summary(ratios, 2),
         "target_ratio": ">= 0.7",
     }
     if single_rates:
         result["bare_posts_per_s_1_worker"] = summary(single_rates)
         result["ratio_node_to_bare_1_worker"] = summary(
-            [n / b for n, b in zip(node_rates, single_rates, strict=True)]
+            [n / b for n, b in zip(node_rates, single_rates, strict=True)], 2
         )
     return result
 
@@ -240,7 +240,7 @@ def batch(args: argparse.Namespace) -> dict[str, Any]:
         "committed_tx_per_s": summary(committed),
         "acked_tx_per_s": summary(acked_rates),
         "target": ">= 5000 tx/s committed",
-        "ratio_to_target": summary([c / 5000 for c in committed]),
+        "ratio_to_target": summary([c / 5000 for c in committed], 2),
     }
 
 
@@ -609,7 +609,7 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "verify_tx_per_s": summary(rates),
         "bare_signature_checks_per_s": round(sig_rate),
-        "ratio_to_signature_checks": summary([r / sig_rate for r in rates]),
+        "ratio_to_signature_checks": summary([r / sig_rate for r in rates], 2),
     }
 
 

@@ -39,11 +39,15 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[index]
 
 
-def summary(values: Sequence[float]) -> str:
-    """Median with its spread (min..max) over rounds."""
+def summary(values: Sequence[float], digits: int = 1) -> str:
+    """Median with its spread (min..max) over rounds, to ``digits`` decimals."""
     if not values:
         return "n/a"
-    return f"{statistics.median(values):.1f} (min {min(values):.1f}, max {max(values):.1f}, n={len(values)})"
+    median, low, high = statistics.median(values), min(values), max(values)
+    return (
+        f"{median:.{digits}f} (min {low:.{digits}f}, max {high:.{digits}f}, "
+        f"n={len(values)})"
+    )
 
 
 class _RawConnection:

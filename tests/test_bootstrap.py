@@ -16,7 +16,7 @@ import pytest
 from helpers import key_pair
 
 from weall import config as config_module
-from weall.bootstrap import prepare_node
+from weall.bootstrap import DEV_POOL_BALANCE, prepare_node
 from weall.config import ACTOR_NAMES, Config
 from weall.errors import StartupError
 from weall.protocol import keys
@@ -103,6 +103,82 @@ def test_first_start_genesis_keys(started: Config) -> None:
     assert accounts["@node"]["pubkey"] == node.pubkey
     assert accounts["@founder"]["pubkey"] == founder.pubkey
     assert accounts["@founder"]["poh_tier"] == 2
+
+
+def test_first_start_funds_pool_and_treasury(started: Config) -> None:
+    document = json.loads(started.genesis_path.read_text())
+    accounts = {a["id"]: a for a in document["accounts"]}
+    for account_id in ("@rewards", "@treasury"):
+        assert accounts[account_id]["balance"] == DEV_POOL_BALANCE
+        assert accounts[account_id]["roles"] == []
+        assert accounts[account_id]["poh_tier"] == 0
+    key_files = {path.name for path in started.keys_dir.iterdir()}
+    assert key_files == {"node.key", "founder.key"}
+
+
+def test_genesis_new_adds_funds(tmp_path: Path) -> None:
+    producer = keys.generate("@operator")
+    keys.write_key_file(tmp_path / "op.key", producer)
+    out = tmp_path / "genesis.json"
+    result = _weall(
+        "genesis",
+        "new",
+        "--chain-id",
+        "weall-test",
+        "--producer-key",
+        str(tmp_path / "op.key"),
+        "--reward-pool",
+        "500",
+        "--treasury",
+        "700",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    validate_genesis(document)
+    balances = {a["id"]: a["balance"] for a in document["accounts"]}
+    assert balances == {"@operator": 0, "@rewards": 500, "@treasury": 700}
+    assert "secret_key" not in out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--treasury", "-1"], "--treasury"),
+        (["--reward-pool", "5", "--account", "@rewards:PK:0::5"], "--account"),
+    ],
+    ids=["negative", "named-twice"],
+)
+def test_genesis_new_rejects_bad_funds(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    keys.write_key_file(tmp_path / "op.key", keys.generate("@operator"))
+    extra = [item.replace("PK", keys.generate("@x").pubkey) for item in extra]
+    result = _weall(
+        "genesis",
+        "new",
+        "--chain-id",
+        "weall-test",
+        "--producer-key",
+        str(tmp_path / "op.key"),
+        *extra,
+        "--out",
+        str(tmp_path / "genesis.json"),
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (tmp_path / "genesis.json").exists()
+
+
+def _weall(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "weall", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_first_start_creates_database(started: Config) -> None:
@@ -418,7 +494,7 @@ def test_first_start_reuses_existing_files(tmp_path: Path) -> None:
 _STARTER = """
 import logging, sys
 from weall import config as config_module
-from weall.bootstrap import prepare_node
+from weall.bootstrap import DEV_POOL_BALANCE, prepare_node
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 config = config_module.load({"WEALL_DB_PATH": sys.argv[1]})
 actors = sys.argv[2].split(",")

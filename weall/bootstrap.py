@@ -38,7 +38,7 @@ from weall.errors import ProtocolError, StartupError, StorageError
 from weall.protocol import keys
 from weall.protocol.block import genesis_block
 from weall.protocol.genesis import genesis_hash, genesis_state, validate_genesis
-from weall.protocol.params import DEV_OVERRIDES
+from weall.protocol.params import DEV_OVERRIDES, GENESIS_DEFAULTS
 from weall.protocol.state import MemoryState
 from weall.storage import queries
 from weall.storage.db import (
@@ -52,11 +52,20 @@ from weall.storage.db import (
 from weall.storage.lock import ProducerLock, is_locked
 from weall.storage.schema import SCHEMA_VERSION, current_version
 
-__all__ = ["create_database", "dev_genesis", "load_genesis", "prepare_node"]
+__all__ = [
+    "create_database",
+    "dev_genesis",
+    "fund_accounts",
+    "load_genesis",
+    "prepare_node",
+]
 
 log = logging.getLogger(__name__)
 
 DEV_FOUNDER_BALANCE = 1_000_000
+# The dev chain's reward pool and treasury, so that rewards and treasury
+# spends work on it once the economics lock ends.
+DEV_POOL_BALANCE = 1_000_000
 _RESTORE_HINT = RESTORE_HINT
 # How long a first start waits for another one on the same data directory.
 # A follower's first start fetches block 0 from its upstream, with retries.
@@ -87,8 +96,39 @@ def dev_genesis(
                 "roles": ["node_operator", "producer"],
                 "balance": 0,
             },
+            *fund_accounts(
+                DEV_OVERRIDES, rewards=DEV_POOL_BALANCE, treasury=DEV_POOL_BALANCE
+            ),
         ],
     }
+
+
+def fund_accounts(
+    params: dict[str, Any], *, rewards: int, treasury: int
+) -> list[dict[str, Any]]:
+    """Return genesis accounts for the reward pool and the treasury that ``params`` name.
+
+    Each gets a freshly generated key whose secret key is dropped at once, so
+    no one can sign for the account: its balance moves only by the protocol's
+    rules (a reward claim, a passed treasury spend). Accounts with a balance
+    of 0 are left out.
+    """
+    merged = {**GENESIS_DEFAULTS, **params}
+    funds = [
+        (str(merged["reward_pool_account"]), rewards),
+        (str(merged["treasury_account"]), treasury),
+    ]
+    return [
+        {
+            "id": account_id,
+            "pubkey": keys.generate(account_id).pubkey,
+            "poh_tier": 0,
+            "roles": [],
+            "balance": balance,
+        }
+        for account_id, balance in funds
+        if balance > 0
+    ]
 
 
 def _write_json_atomic(path: Path, document: dict[str, Any]) -> None:

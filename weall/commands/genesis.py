@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from weall import config as config_module
-from weall.bootstrap import _write_json_atomic, create_database, load_genesis
+from weall.bootstrap import (
+    _write_json_atomic,
+    create_database,
+    fund_accounts,
+    load_genesis,
+)
 from weall.errors import ConfigError, ProtocolError, StartupError
 from weall.protocol import keys
 from weall.protocol.genesis import genesis_hash, validate_genesis
@@ -46,6 +51,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--dev-params",
         action="store_true",
         help="juror counts, thresholds and replication factor of 1",
+    )
+    new.add_argument(
+        "--reward-pool",
+        type=int,
+        default=0,
+        metavar="BALANCE",
+        help="add the reward pool account (params.reward_pool_account, @rewards by "
+        "default) with this balance; its key's secret is discarded",
+    )
+    new.add_argument(
+        "--treasury",
+        type=int,
+        default=0,
+        metavar="BALANCE",
+        help="add the treasury account (params.treasury_account, @treasury by "
+        "default) with this balance; its key's secret is discarded",
     )
     new.add_argument("--time-ms", type=int, help="genesis_time_ms (default: now)")
     new.add_argument(
@@ -93,6 +114,23 @@ def genesis_new(args: argparse.Namespace) -> int:
     if args.params:
         params.update(json.loads(args.params.read_text(encoding="utf-8")))
     accounts = [_parse_account(text) for text in args.account]
+    for option, balance in (
+        ("--reward-pool", args.reward_pool),
+        ("--treasury", args.treasury),
+    ):
+        if balance < 0:
+            raise ConfigError(option, str(balance), "a balance of 0 or more")
+    funds = fund_accounts(params, rewards=args.reward_pool, treasury=args.treasury)
+    taken = {a["id"] for a in accounts}
+    for fund in funds:
+        if fund["id"] in taken:
+            raise ConfigError(
+                "--account",
+                fund["id"],
+                "the reward pool and treasury accounts are added by --reward-pool "
+                "and --treasury, not --account",
+            )
+    accounts.extend(funds)
     if not any(a["id"] == producer.account for a in accounts):
         accounts.insert(
             0,
