@@ -114,7 +114,9 @@ class Overlay:
     def put(self, kind: str, key: str, value: Value) -> None:
         # Values come from the handlers, which build them from validated
         # payloads, so the plain orjson form is canonical JSON.
-        self.writes[(kind, key)] = orjson.dumps(value, option=_SORTED)
+        self.writes[(kind, key)] = canonical.compact(
+            orjson.dumps(value, option=_SORTED)
+        )
 
     def delete(self, kind: str, key: str) -> None:
         self.writes[(kind, key)] = None

@@ -134,7 +134,7 @@ class Writer:
                 env.signer,
                 env.nonce,
                 env.tx_type,
-                orjson.dumps(env.to_json()),
+                canonical.compact(orjson.dumps(env.to_json())),
                 received,
             )
             for env, received in admitted
@@ -156,7 +156,7 @@ class Writer:
                 "committed" if receipt["ok"] else "rejected",
                 block.height,
                 index,
-                orjson.dumps(receipt),
+                canonical.compact(orjson.dumps(receipt)),
                 tx_id,
             )
             for index, (tx_id, receipt) in enumerate(
@@ -205,11 +205,11 @@ class Writer:
                 env.nonce,
                 env.tx_type,
                 "committed" if receipt["ok"] else "rejected",
-                orjson.dumps(env.to_json()),
+                canonical.compact(orjson.dumps(env.to_json())),
                 timestamp,
                 block.height,
                 index,
-                orjson.dumps(receipt),
+                canonical.compact(orjson.dumps(receipt)),
             )
             for index, (env, receipt) in enumerate(
                 zip(envelopes, block.receipts, strict=True)
