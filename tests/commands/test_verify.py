@@ -134,10 +134,59 @@ def _tamper_receipt(conn: sqlite3.Connection, height: int) -> None:
     )
 
 
+def _tamper_tx_signer(conn: sqlite3.Connection, height: int) -> None:
+    conn.execute(
+        "UPDATE txs SET signer = '@mallory' WHERE height = ? AND idx = 0", (height,)
+    )
+
+
+def _tamper_tx_nonce(conn: sqlite3.Connection, height: int) -> None:
+    conn.execute(
+        "UPDATE txs SET nonce = nonce + 100 WHERE height = ? AND idx = 0", (height,)
+    )
+
+
+def _tamper_tx_type(conn: sqlite3.Connection, height: int) -> None:
+    conn.execute(
+        "UPDATE txs SET tx_type = 'BALANCE_TRANSFER' WHERE height = ? AND idx = 0",
+        (height,),
+    )
+
+
+def _tamper_block_timestamp(conn: sqlite3.Connection, height: int) -> None:
+    conn.execute(
+        "UPDATE blocks SET timestamp_ms = timestamp_ms + 1 WHERE height = ?", (height,)
+    )
+
+
+def _tamper_block_tx_count(conn: sqlite3.Connection, height: int) -> None:
+    conn.execute("UPDATE blocks SET tx_count = 99 WHERE height = ?", (height,))
+
+
 @pytest.mark.parametrize(
     "tamper",
-    [_tamper_envelope, _tamper_header, _tamper_state_root, _tamper_receipt],
-    ids=["envelope", "header", "state_root", "receipt"],
+    [
+        _tamper_envelope,
+        _tamper_header,
+        _tamper_state_root,
+        _tamper_receipt,
+        _tamper_tx_signer,
+        _tamper_tx_nonce,
+        _tamper_tx_type,
+        _tamper_block_timestamp,
+        _tamper_block_tx_count,
+    ],
+    ids=[
+        "envelope",
+        "header",
+        "state_root",
+        "receipt",
+        "tx_signer",
+        "tx_nonce",
+        "tx_type",
+        "block_timestamp",
+        "block_tx_count",
+    ],
 )
 def test_verify_names_tampered_height(tmp_path: Path, tamper) -> None:  # type: ignore[no-untyped-def]
     db_path = _build_chain(tmp_path)
@@ -148,6 +197,18 @@ def test_verify_names_tampered_height(tmp_path: Path, tamper) -> None:  # type: 
     result = _verify(db_path)
     assert result.returncode == 1
     assert "height 4" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["chain_id", "genesis_hash"])
+def test_verify_rejects_tampered_meta(tmp_path: Path, name: str) -> None:
+    db_path = _build_chain(tmp_path)
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE meta SET value = 'weall-other' WHERE key = ?", (name,))
+    conn.commit()
+    conn.close()
+    result = _verify(db_path)
+    assert result.returncode == 1
+    assert f"FAILED at height 0: block 0: meta {name} 'weall-other'" in result.stderr
 
 
 # -- headers re-hashed, with or without a new signature ---------------------------

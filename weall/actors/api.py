@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Final, cast
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import run as hypercorn_run
 from hypercorn.trio import serve
+from hypercorn.trio.tcp_server import TCPServer
 
 from weall import ipc
 from weall.actors._base import stop_event
@@ -32,7 +34,7 @@ from weall.errors import StartupError
 if TYPE_CHECKING:
     from hypercorn.typing import Framework
 
-__all__ = ["DRAIN_TIMEOUT_S", "FinalSendShield", "run"]
+__all__ = ["DRAIN_TIMEOUT_S", "FinalSendShield", "IsolatedTCPServer", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,50 @@ class FinalSendShield:
         await self.app(scope, receive, send_last_shielded)
 
 
+class IsolatedTCPServer(TCPServer):
+    """hypercorn's handler of one TCP connection, confining its errors to it.
+
+    ``trio.serve_listeners`` ends the whole server when a connection handler
+    raises, so a fault in hypercorn's protocol code that a client can trigger
+    would stop the api process with every other client's requests. Here such
+    an error closes only its own connection and is logged. NOTE: hypercorn
+    0.18.0 has such a fault: an HTTP/2 DATA frame for a stream whose response
+    was already sent (a body past the limit) raises ``KeyError``.
+    """
+
+    errors = 0
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        except Exception as exc:
+            # The base class closed the stream in its ``finally``.
+            IsolatedTCPServer.errors += 1
+            count = IsolatedTCPServer.errors
+            # A client can repeat the error at will, so only every 100th is logged.
+            if count == 1 or count % 100 == 0:
+                log.warning(
+                    "connection closed after an error in the HTTP server count=%d: %r",
+                    count,
+                    exc,
+                )
+
+
+def _isolate_connections() -> None:
+    """Make hypercorn's trio ``serve`` handle each connection with ``IsolatedTCPServer``."""
+    # NOTE: hypercorn has no setting for this, so the name that its serve()
+    # looks up (hypercorn.trio.run.TCPServer, as of hypercorn 0.18.0) is replaced.
+    current = hypercorn_run.TCPServer  # type: ignore[attr-defined]
+    if current not in (TCPServer, IsolatedTCPServer):
+        log.warning(
+            "hypercorn.trio.run.TCPServer is %r, not hypercorn's TCPServer; left "
+            "as it is, so an error in one connection may stop the api process",
+            current,
+        )
+        return
+    hypercorn_run.TCPServer = IsolatedTCPServer  # type: ignore[attr-defined]
+
+
 def hypercorn_config(config: Config) -> HypercornConfig:
     hconfig = HypercornConfig()
     hconfig.bind = [config.api_bind]
@@ -109,6 +155,7 @@ async def run(
     config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     _check_bind(config)
+    _isolate_connections()
     async with ipc.open_client(config.producer_socket) as producer:
         app = create_app(config, producer)
         hconfig = hypercorn_config(config)

@@ -16,9 +16,11 @@ from typing import Any, TypeVar, cast
 
 import orjson
 from quart import Response, g, request
+from quart.wrappers import BaseRequestWebsocket
 from quart_schema import QuartSchema, RequestSchemaValidationError, document
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadHost, HTTPException
+from werkzeug.routing import MapAdapter
 
 from weall import __version__
 from weall.api import schemas, views
@@ -253,8 +255,49 @@ async def _relay(upstream: UpstreamClient, path: str, config: Config) -> Respons
     return Response(reply, status=status, content_type="application/json")
 
 
+class _BadHostAdapter(MapAdapter):
+    """A URL adapter whose every match fails with ``BadHost``."""
+
+    def match(self, *args: Any, **kwargs: Any) -> Any:
+        raise BadHost("the Host header is not a valid host name")
+
+
+class _NodeApp(QuartTrio):
+    """QuartTrio that responds 400 to a request with an invalid Host header.
+
+    werkzeug raises ``BadHost`` while it binds the URL map to a Host that has
+    no IDNA form (a label of more than 63 characters, an empty label). Quart
+    binds the map before any error handler applies, so without this the
+    request would fail as an unexpected exception. The adapter returned in
+    its place makes routing raise ``BadHost``, and the handler of
+    ``HTTPException`` turns that into the JSON error format.
+    """
+
+    def create_url_adapter(
+        self, request: BaseRequestWebsocket | None
+    ) -> MapAdapter | None:
+        try:
+            return super().create_url_adapter(request)
+        except BadHost:
+            if request is None:
+                raise
+            return _BadHostAdapter(
+                self.url_map,
+                "invalid",
+                request.root_path or "/",
+                None,
+                request.scheme,
+                request.path,
+                request.method,
+            )
+
+
 def create_app(config: Config, producer: IpcClient) -> QuartTrio:
-    app = QuartTrio("weall")
+    app = _NodeApp("weall")
+    # By default werkzeug redirects a path with "//" (308, with an HTML body)
+    # to a URL built from the client's Host header. Here such a path is not
+    # found instead (404 in the JSON error format).
+    app.url_map.merge_slashes = False
     # BodyLimitMiddleware enforces the limit of each path first; Quart's own
     # limits stay as a second line at the largest of them.
     app.config["MAX_CONTENT_LENGTH"] = max(

@@ -4,7 +4,10 @@ For every block it checks the header's shape, the stored hash, the link to
 the previous block, the producer's signature, the transactions' signatures,
 and then every header field (chain id, height, timestamp, tx ids, receipts
 hash, state root) against a replay of the stored transactions over the
-replayed state. Any failure names the height of the first bad block.
+replayed state. It also checks the columns and meta rows that repeat signed
+fields for queries, because the api serves them: each transaction's signer,
+nonce and type, each block's timestamp and transaction count, and the chain
+id and genesis hash. Any failure names the height of the first bad block.
 
 The chain does not record the mode it ran in, so an unsigned transaction is
 accepted only when ``weall verify`` itself runs with the settings under
@@ -84,12 +87,14 @@ def verify_chain(
     stored = queries.meta(conn)
     document = json.loads(stored["genesis_json"])
     info = genesis_info(document)
+    _check_meta(stored, info)
     state = MemoryState()
     first = queries.block_at(conn, 0)
     if first is None:
         raise VerifyError(0, "missing")
     overlay = genesis_state(document, state)
     _verify_genesis_block(first, info, overlay.raw_changes())
+    _check_block_columns(conn, first["header"])
     state.apply(overlay.changes())
     prev = first["header"]
     txs_total = 0
@@ -107,6 +112,53 @@ def verify_chain(
                 progress.update(height)
     _compare_state(conn, state, prev["height"])
     return {"height": prev["height"], "txs": txs_total}
+
+
+def _check_meta(stored: dict[str, str], info: GenesisInfo) -> None:
+    """Check the meta rows that the node reads in place of the genesis document."""
+    expected = {"chain_id": info.chain_id, "genesis_hash": info.genesis_hash}
+    for name, value in expected.items():
+        if stored.get(name) != value:
+            raise VerifyError(
+                0,
+                f"meta {name} {stored.get(name)!r} differs from the genesis "
+                f"document's {value!r}",
+            )
+
+
+def _check_block_columns(conn: sqlite3.Connection, header: dict[str, Any]) -> None:
+    """Check the columns that repeat header fields for queries (the api serves them)."""
+    height = header["height"]
+    timestamp_ms, tx_count = conn.execute(
+        "SELECT timestamp_ms, tx_count FROM blocks WHERE height = ?", (height,)
+    ).fetchone()
+    if timestamp_ms != header["timestamp_ms"]:
+        raise VerifyError(
+            height, f"stored timestamp_ms {timestamp_ms} differs from the header's"
+        )
+    if tx_count != len(header["tx_ids"]):
+        raise VerifyError(
+            height, f"stored tx_count {tx_count} differs from the header's tx_ids"
+        )
+
+
+def _check_tx_columns(
+    conn: sqlite3.Connection, height: int, envelopes: list[Envelope]
+) -> None:
+    """Check the columns that repeat envelope fields for queries (the api serves them)."""
+    rows = conn.execute(
+        "SELECT signer, nonce, tx_type FROM txs WHERE height = ? ORDER BY idx",
+        (height,),
+    ).fetchall()
+    for env, (signer, nonce, tx_type) in zip(envelopes, rows, strict=True):
+        stored = {"signer": signer, "nonce": nonce, "tx_type": tx_type}
+        for name, value in stored.items():
+            if value != getattr(env, name):
+                raise VerifyError(
+                    height,
+                    f"transaction {env.tx_id}: stored {name} {value!r} differs "
+                    "from the envelope's",
+                )
 
 
 def _compare_state(conn: sqlite3.Connection, state: MemoryState, height: int) -> None:
@@ -227,6 +279,8 @@ def _verify_one(
     if [t["tx_id"] for t in txs] != header["tx_ids"]:
         raise VerifyError(height, "stored transactions do not match tx_ids")
     envelopes = _stored_envelopes(height, txs, allow_unsigned)
+    _check_block_columns(conn, header)
+    _check_tx_columns(conn, height, envelopes)
     try:
         result = build_block(
             state,
