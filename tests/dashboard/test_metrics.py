@@ -303,6 +303,8 @@ def test_second_supervisor_keeps_api_metrics(tmp_path: Path) -> None:
                 what="the producer's supervisor started again",
             )
             after = _count(api, "/v1/chain/head")
+            api_files_while_running = metrics_dir(run_dir / "supervisor-api.sock")
+            assert api_files_while_running.is_dir()
         finally:
             api.stop()
     finally:
@@ -310,4 +312,17 @@ def test_second_supervisor_keeps_api_metrics(tmp_path: Path) -> None:
     assert before == REQUESTS_PER_ROUND
     assert after == before
     assert not metrics_dir(run_dir / "supervisor-producer.sock").exists()
-    assert metrics_dir(run_dir / "supervisor-api.sock").is_dir()
+    # A stopped supervisor removes its files from memory-backed storage.
+    assert not api_files_while_running.exists()
+
+
+def test_metric_files_off_the_data_disk(tmp_path: Path) -> None:
+    """Memory-mapped metric files must not share the data directory's filesystem.
+
+    Writing a new page of one on a full filesystem kills the api with SIGBUS.
+    """
+    shared = metrics_dir(tmp_path / "data" / "run" / "supervisor.sock")
+    assert tmp_path not in shared.parents
+    assert shared.parent in (Path("/dev/shm"), Path(tempfile.gettempdir()))
+    other = metrics_dir(tmp_path / "other" / "supervisor.sock")
+    assert other != shared

@@ -1,9 +1,15 @@
 """The api processes' shared metric files (prometheus_client's multiprocess mode).
 
 Under ``weall supervise`` every api process (``WEALL_API_WORKERS`` of them)
-gets ``PROMETHEUS_MULTIPROC_DIR`` set to a directory beside the supervisor's
-control socket, ``<run dir>/supervisor-metrics`` by default. Two supervisors
-that share a run directory (``WEALL_CONTROL_SOCKET``) get one each. Each process
+gets ``PROMETHEUS_MULTIPROC_DIR`` set to a directory of the supervisor's own,
+named after its control socket, in memory-backed storage (``/dev/shm``, or
+the system's temporary directory where there is none). Two supervisors that
+share a run directory (``WEALL_CONTROL_SOCKET``) get one each.
+
+The files are memory-mapped and sparse, so writing into a page of one that
+has no disk block yet kills the process with SIGBUS when its filesystem is
+full. Kept beside the database, they took the api down with every restart
+while the data disk was full, instead of leaving it answering reads. Each process
 then keeps its request counters and latency histograms in its own files
 there, and ``GET /metrics``, whichever process serves it, sums the files of
 all of them. So successive scrapes never go down, whichever worker answers.
@@ -23,8 +29,11 @@ This module imports nothing of the api, because the supervisor uses it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Final
 
@@ -34,6 +43,7 @@ __all__ = [
     "METRICS_DIR_ENV",
     "mark_api_process_dead",
     "metrics_dir",
+    "remove_metrics_dir",
     "reset_metrics_dir",
 ]
 
@@ -45,8 +55,30 @@ METRICS_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def metrics_dir(control_socket: Path) -> Path:
-    """Return the shared metric files' directory of the supervisor at ``control_socket``."""
-    return control_socket.with_name(f"{control_socket.stem}-metrics")
+    """Return the shared metric files' directory of the supervisor at ``control_socket``.
+
+    The name carries a hash of the socket's absolute path, so every
+    supervisor on the machine has its own.
+    """
+    digest = hashlib.sha256(str(control_socket.absolute()).encode()).hexdigest()[:16]
+    return _memory_root() / f"weall-metrics-{control_socket.stem}-{digest}"
+
+
+def _memory_root() -> Path:
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return Path(tempfile.gettempdir())
+
+
+def remove_metrics_dir(path: Path) -> None:
+    """Remove ``path`` and its files when the supervisor stops; a failure is logged."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning("metrics directory not removed path=%s: %s", path, exc)
 
 
 def reset_metrics_dir(path: Path) -> None:

@@ -18,6 +18,7 @@ from weall.api.metrics_dir import (
     METRICS_DIR_ENV,
     mark_api_process_dead,
     metrics_dir,
+    remove_metrics_dir,
     reset_metrics_dir,
 )
 from weall.config import (
@@ -189,9 +190,22 @@ def _supervise_command(args: argparse.Namespace) -> int:
         return run_supervisor(build_specs(actors), config)
     shared = metrics_dir(config.control_socket)
     specs = build_specs(actors, api_workers=config.api_workers, metrics_dir=shared)
-    return run_supervisor(
-        specs, config, on_start=functools.partial(reset_metrics_dir, shared)
-    )
+    owned = False
+
+    def take_metrics_dir() -> None:
+        # Runs once this supervisor holds its control lock, so the directory
+        # is its own from here on.
+        nonlocal owned
+        reset_metrics_dir(shared)
+        owned = True
+
+    try:
+        return run_supervisor(specs, config, on_start=take_metrics_dir)
+    finally:
+        # The files live in memory-backed storage, which a stopped node
+        # must not keep using.
+        if owned:
+            remove_metrics_dir(shared)
 
 
 def _status_command(args: argparse.Namespace) -> int:
