@@ -223,6 +223,7 @@ def _run_disk_full(node: TmpfsNode) -> None:
         assert node.get(f"/v1/tx/{tx_id}").json()["status"] == "committed"
     assert node.head()["height"] == height_paused
     assert len(_paused_lines(node)) == 1, _paused_lines(node)
+    assert node.get("/health").json()["storage"]["storage_full"] is True
 
     filler.unlink()
     wait_for(
@@ -241,6 +242,7 @@ def _run_disk_full(node: TmpfsNode) -> None:
         )
     status, document = _submit(node, poster)
     assert status == 202, document
+    assert node.get("/health").json()["storage"]["storage_full"] is False
     reads.stop()
     assert set(reads.statuses) == {200}, reads.statuses
     assert not reads.errors, reads.errors[:3]

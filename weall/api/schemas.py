@@ -438,6 +438,10 @@ class StorageSettings(_Fixed):
         "database, or this process's configuration when that actor did not answer"
     )
     db_path: str = Field(description="the database file's name, without its directory")
+    storage_full: bool | None = Field(
+        description="whether the writer paused block production because the disk is "
+        "full (writes then get 503 storage_full, reads go on); null when it did not answer"
+    )
 
 
 class Health(_Fixed):
@@ -451,6 +455,10 @@ class Health(_Fixed):
     tip: Hash | None
     actors: dict[str, str | None]
     storage: StorageSettings
+    follower: dict[str, Any] | None = Field(
+        default=None,
+        description="on a follower node only: its sync state, as `weall status` shows it",
+    )
 
 
 class Readiness(_Fixed):

@@ -28,7 +28,11 @@ __all__ = ["register"]
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "backup", help="take a live, verified backup now (or check one with --verify)"
+        "backup",
+        help="take a live, verified backup now (or check one with --verify)",
+        description="Take a consistent backup of the running node's database at a "
+        "block boundary, verify it, write its manifest and prune old backups. With "
+        "--verify, check an existing backup file instead.",
     )
     parser.add_argument(
         "--verify", type=Path, metavar="FILE", help="check a backup file instead"
@@ -41,7 +45,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.set_defaults(func=backup_command)
     restore = subparsers.add_parser(
-        "restore", help="restore a backup into a stopped node"
+        "restore",
+        help="restore a backup into a stopped node",
+        description="Verify a backup file and copy it into place as the node's "
+        "database. Rejected while a producer holds the data directory.",
     )
     restore.add_argument("file", type=Path, help="the backup .db file")
     restore.add_argument(

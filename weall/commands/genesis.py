@@ -75,7 +75,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     new.set_defaults(func=genesis_new)
 
     init = subparsers.add_parser(
-        "init", help="create the database for a chain; rejects an existing one"
+        "init",
+        help="create the database for a chain; rejects an existing one",
+        description="Create the database of WEALL_DB_PATH from a genesis document "
+        "and print the genesis hash. An existing database is never replaced.",
     )
     init.add_argument(
         "--genesis", type=Path, required=True, help="the genesis document"

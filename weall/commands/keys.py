@@ -14,7 +14,10 @@ __all__ = ["register"]
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "keygen", help="write an Ed25519 key file (mode 0600) and print its public key"
+        "keygen",
+        help="write an Ed25519 key file (mode 0600) and print its public key",
+        description="Write a new Ed25519 key file, mode 0600, as JSON with the "
+        "account, the public key and the 32-byte seed, and print the public key.",
     )
     parser.add_argument(
         "--out", type=Path, required=True, help="path of the key file to write"

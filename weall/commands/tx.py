@@ -57,7 +57,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--wait", action="store_true", help="wait for the commit and print the receipt"
     )
     parser.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait with --wait"
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the commit with --wait (default: 30)",
     )
 
 
@@ -69,31 +72,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(sub)
     sub = kinds.add_parser("profile", help="PROFILE_UPDATE")
     _common(sub)
-    sub.add_argument("--display-name")
-    sub.add_argument("--bio")
-    sub.add_argument("--avatar-cid")
+    sub.add_argument("--display-name", help="the name shown for the account")
+    sub.add_argument("--bio", help="a short text about the account")
+    sub.add_argument("--avatar-cid", help="CID of an uploaded image")
     sub = kinds.add_parser("post", help="CONTENT_POST_CREATE")
     _common(sub)
-    sub.add_argument("body")
+    sub.add_argument("body", help="the post's text")
     sub.add_argument("--group", help="group id to post in")
     sub.add_argument(
         "--media", action="append", default=[], help="CID of uploaded media"
     )
     sub = kinds.add_parser("comment", help="CONTENT_COMMENT_CREATE")
     _common(sub)
-    sub.add_argument("parent_id")
-    sub.add_argument("body")
+    sub.add_argument("parent_id", help="id of the post or comment replied to")
+    sub.add_argument("body", help="the comment's text")
     sub = kinds.add_parser("follow", help="FOLLOW_SET")
     _common(sub)
-    sub.add_argument("target")
-    sub.add_argument("--unfollow", action="store_true")
+    sub.add_argument("target", help="account id to follow")
+    sub.add_argument(
+        "--unfollow", action="store_true", help="stop following the account instead"
+    )
     sub = kinds.add_parser("transfer", help="BALANCE_TRANSFER")
     _common(sub)
-    sub.add_argument("to")
-    sub.add_argument("amount", type=int)
+    sub.add_argument("to", help="account id that receives the amount")
+    sub.add_argument("amount", type=int, help="amount, a whole number of units")
     sub = kinds.add_parser("raw", help="any type, with its payload as JSON")
     _common(sub)
-    sub.add_argument("tx_type")
+    sub.add_argument("tx_type", help="transaction type, e.g. GROUP_CREATE")
     sub.add_argument("payload", help='payload JSON object, e.g. \'{"body": "hi"}\'')
     parser.set_defaults(func=run_tx)
 

@@ -25,13 +25,17 @@ log = logging.getLogger(__name__)
 STATUS_TIMEOUT_S: Final = 1.0
 
 
-async def journal_settings(writer: IpcClient, config: Config) -> dict[str, str]:
-    """Return ``journal_mode``, ``synchronous`` and ``source`` for ``/health``.
+async def journal_settings(
+    writer: IpcClient, config: Config
+) -> dict[str, str | bool | None]:
+    """Return ``journal_mode``, ``synchronous``, ``source`` and ``storage_full`` for ``/health``.
 
     ``source`` is ``"producer"`` or ``"follower"`` when that actor replied
     within ``STATUS_TIMEOUT_S`` with the settings it applied. Otherwise it is
     ``"config"``, and the values are the ones this process's configuration
-    asks for, which the writer may not have applied.
+    asks for, which the writer may not have applied. ``storage_full`` is
+    whether the writer has paused because the disk is full, or ``None`` when
+    it did not reply.
     """
     try:
         reply = await writer.call("status", timeout=STATUS_TIMEOUT_S)
@@ -45,13 +49,16 @@ async def journal_settings(writer: IpcClient, config: Config) -> dict[str, str]:
         and isinstance(journal_mode, str)
         and isinstance(synchronous, str)
     ):
+        full = reply.get("storage_full")
         return {
             "journal_mode": journal_mode,
             "synchronous": synchronous,
             "source": "follower" if config.follower else "producer",
+            "storage_full": full if isinstance(full, bool) else None,
         }
     return {
         "journal_mode": "wal",
         "synchronous": config.synchronous,
         "source": "config",
+        "storage_full": None,
     }
