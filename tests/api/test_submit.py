@@ -20,7 +20,7 @@ from ._live import World
 
 
 class FakeProducer:
-    """A socket handler that answers ``submit`` like the producer, and records calls.
+    """A socket handler that responds to ``submit`` like the producer, and records calls.
 
     Each envelope here is an int; its result echoes it, so a test can check
     that every request gets its own results back, in order.

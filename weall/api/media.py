@@ -30,8 +30,8 @@ buffer, however far the route lags behind. So ``UploadFlowControl`` (an ASGI
 middleware on the upload path) takes the next piece from the server only
 while the route has consumed all but ``UPLOAD_BUFFER_BYTES`` of what it was
 given. The server then stops reading the socket, and TCP slows the client.
-The api process holds about that buffer, a copy of it and the server's queue
-of a few pieces, whatever the body's size.
+The api process keeps about that buffer, a copy of it and the server's queue
+of a few pieces in memory, whatever the body's size.
 """
 
 from __future__ import annotations

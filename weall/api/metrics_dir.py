@@ -6,9 +6,8 @@ named after its control socket, in memory-backed storage (``/dev/shm``, or
 the system's temporary directory where there is none). Two supervisors that
 share a run directory (``WEALL_CONTROL_SOCKET``) get one each.
 
-The files are memory-mapped and sparse, so writing into a page of one that
-has no disk block yet kills the process with SIGBUS when its filesystem is
-full. Kept beside the database, they took the api down with every restart
+The files are memory-mapped and sparse. When their filesystem is full, a
+write into a page that has no disk block yet kills the process with SIGBUS. Kept beside the database, they took the api down with every restart
 while the data disk was full, instead of leaving it answering reads. Each process
 then keeps its request counters and latency histograms in its own files
 there, and ``GET /metrics``, whichever process serves it, sums the files of

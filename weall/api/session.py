@@ -14,7 +14,7 @@ an insert that conflicts is a replay. A signature is kept while its
 timestamp is inside the accepted window and pruned after, when the clock
 check rejects the request anyway. No entry inside the window is ever
 evicted. When the cache contains ``max_entries`` of them, a new request is
-answered 503 ``unavailable`` with ``Retry-After`` instead.
+rejected with 503 ``unavailable`` and ``Retry-After`` instead.
 """
 
 from __future__ import annotations

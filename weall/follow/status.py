@@ -2,7 +2,7 @@
 
 The follower actor replies to ``status`` on the producer socket with its
 ``Syncer.statistics()``. The api and the CLI read it from there with a short
-timeout, and a follower that does not answer is shown as ``unavailable``.
+timeout, and a follower that does not respond is shown as ``unavailable``.
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ def checked_envelope(document: dict[str, Any], tx_id: str) -> Envelope:
         pubkey = document["pubkey"]
         sig = document.get("sig")
     except (KeyError, TypeError):
-        raise _invalid("checked envelope lacks a field") from None
+        raise _invalid("checked envelope is missing a field") from None
     if not (
         isinstance(chain_id, str)
         and isinstance(tx_type, str)

@@ -33,7 +33,7 @@ async def journal_settings(
     ``source`` is ``"producer"`` or ``"follower"`` when that actor replied
     within ``STATUS_TIMEOUT_S`` with the settings it applied. Otherwise it is
     ``"config"``, and the values are the ones this process's configuration
-    asks for, which the writer may not have applied. ``storage_full`` is
+    sets, which the writer may not have applied. ``storage_full`` is
     whether the writer has paused because the disk is full, or ``None`` when
     it did not reply.
     """
