@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -155,12 +156,27 @@ def run_supervisor(
     try:
         trio.run(supervisor.run)
     except (StartupError, ActorConfigError) as exc:
+        _ignore_stop_signals()
         print(f"weall supervise: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except GaveUpError as exc:
+        _ignore_stop_signals()
         print(f"weall supervise: {exc}", file=sys.stderr)
         return 1
+    _ignore_stop_signals()
     return 0
+
+
+def _ignore_stop_signals() -> None:
+    """Ignore SIGTERM and SIGINT once supervision has ended.
+
+    Trio restores the default handlers when its run returns, so a process
+    manager's repeated SIGTERM, arriving during the last clean-up, would
+    otherwise kill a supervisor that already stopped every actor and turn
+    its exit code into -15.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _supervise_command(args: argparse.Namespace) -> int:
