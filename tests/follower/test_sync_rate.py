@@ -61,6 +61,12 @@ def test_empty_follower_syncs_chain(
                 producer, follower, ["/v1/chain/head", "/v1/state/snapshot", "/v1/feed"]
             )
             status = follower_status(follower)
+            # At the tip the follower folds the recent state it wrote.
+            deadline = time.monotonic() + 120
+            while follower_status(follower)["recent_state_entries"]:
+                assert time.monotonic() < deadline, "recent state was never folded"
+                time.sleep(0.2)
+            same_reads(producer, follower, ["/v1/state/snapshot", "/v1/feed"])
         finally:
             follower.stop()
     finally:

@@ -76,9 +76,14 @@ def test_migrate_creates_tables(conn: sqlite3.Connection) -> None:
         "schema_migrations",
         "meta",
         "state",
+        "state_recent",
         "blocks",
         "txs",
     }
+    views = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'view'"
+    ).fetchall()
+    assert views == [("state_view",)]
 
 
 def test_migrate_again_applies_nothing(conn: sqlite3.Connection) -> None:
@@ -140,19 +145,36 @@ def test_version_1_database_keeps_data(conn: sqlite3.Connection) -> None:
         "INSERT INTO blocks (height, hash, header, sig, timestamp_ms, tx_count)"
         " VALUES (0, 'h0', '{}', 's', 5, 0)"
     )
-    conn.execute(
-        "INSERT INTO txs (tx_id, signer, nonce, tx_type, status, envelope, received_ms)"
-        " VALUES ('t1', '@alice', 1, 'PROFILE_UPDATE', 'pending', '{}', 7)"
+    conn.executemany(
+        "INSERT INTO txs (tx_id, signer, nonce, tx_type, status, envelope, received_ms,"
+        " height, idx, receipt) VALUES (?, '@alice', ?, 'PROFILE_UPDATE', ?, '{}', ?, ?, ?, ?)",
+        [
+            ("t1", 3, "pending", 7, None, None, None),
+            ("t0", 2, "pending", 6, None, None, None),
+            ("tb", 1, "committed", 9, 1, 1, "{}"),
+            ("ta", 0, "committed", 8, 1, 0, "{}"),
+        ],
     )
+    v1_columns = {
+        "meta": "*",
+        "state": "*",
+        "blocks": "*",
+        "txs": "tx_id, signer, nonce, tx_type, status, envelope, received_ms,"
+        " height, idx, receipt",
+    }
     before = {
-        table: conn.execute(f"SELECT * FROM {table}").fetchall()
-        for table in ("meta", "state", "blocks", "txs")
+        table: sorted(conn.execute(f"SELECT {columns} FROM {table}").fetchall())
+        for table, columns in v1_columns.items()
     }
     assert migrate(conn) == list(range(2, SCHEMA_VERSION + 1))
     after = {
-        table: conn.execute(f"SELECT * FROM {table}").fetchall() for table in before
+        table: sorted(conn.execute(f"SELECT {columns} FROM {table}").fetchall())
+        for table, columns in v1_columns.items()
     }
     assert after == before
+    # Rows are renumbered in chain order, then the pending ones as they came.
+    order = conn.execute("SELECT tx_id FROM txs ORDER BY seq").fetchall()
+    assert [tx_id for (tx_id,) in order] == ["ta", "tb", "t0", "t1"]
 
 
 def test_version_1_database_gains_indexes(conn: sqlite3.Connection) -> None:

@@ -44,11 +44,14 @@ def table(writer: Writer, name: str) -> list[tuple]:
 
 
 def snapshot(writer: Writer) -> dict[str, list[tuple]]:
-    return {name: table(writer, name) for name in ("meta", "state", "blocks", "txs")}
+    return {
+        name: table(writer, name)
+        for name in ("meta", "state", "state_recent", "blocks", "txs")
+    }
 
 
 def all_state(conn: sqlite3.Connection) -> dict[tuple[str, str], dict]:
-    rows = conn.execute("SELECT kind, key, value FROM state").fetchall()
+    rows = conn.execute("SELECT kind, key, value FROM state_view").fetchall()
     return {(kind, key): orjson.loads(value) for kind, key, value in rows}
 
 

@@ -11,18 +11,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from weall.bootstrap import dev_genesis
-from weall.protocol import canonical, keys
+from weall.protocol import keys
 from weall.protocol.block import build_block, genesis_block
 from weall.protocol.envelope import parse_envelope
 from weall.protocol.genesis import genesis_info, genesis_state
 from weall.protocol.state import MemoryState
 from weall.storage.db import write_tip
 from weall.storage.lock import ProducerLock
-from weall.storage.schema import SCHEMA_VERSION, migrate
+from weall.storage.schema import SCHEMA_VERSION
 
 from ._support import CHAIN_ID, Poster, StorageNode, env_without_weall
 
@@ -40,41 +39,14 @@ def _make_v1_database(data: Path, *, blocks: int) -> dict[str, Any]:
     document["genesis_time_ms"] = int(time.time() * 1000) - 3_600_000
     (data / "genesis.json").write_text(json.dumps(document), encoding="utf-8")
     db_path = data / "weall.db"
+    # The chain is written with the current writer, then taken back to the
+    # version 1 layout: the later migrations only add objects, so dropping
+    # them (after folding the recent state into the state table) leaves what
+    # a version 1 node wrote.
     writer = Writer(db_path, synchronous="NORMAL")
-    assert migrate(writer.conn, target=1) == [1]
-
-    # Writer.initialize needs the current schema, so block 0 is written here
-    # with the same rows it writes.
+    writer.migrate()
     block0 = genesis_block(document, genesis_state(document, MemoryState()), node)
-    writer.conn.execute("BEGIN IMMEDIATE")
-    writer.conn.executemany(
-        "INSERT INTO meta (key, value) VALUES (?, ?)",
-        [
-            ("chain_id", CHAIN_ID),
-            ("genesis_hash", block0.header["prev_hash"]),
-            ("genesis_json", canonical.dumps(document).decode()),
-        ],
-    )
-    writer.conn.execute(
-        "INSERT INTO blocks (height, hash, header, sig, timestamp_ms, tx_count)"
-        " VALUES (?, ?, ?, ?, ?, 0)",
-        (
-            0,
-            block0.hash,
-            canonical.dumps(block0.header),
-            block0.sig,
-            block0.header["timestamp_ms"],
-        ),
-    )
-    writer.conn.executemany(
-        "INSERT INTO state (kind, key, value) VALUES (?, ?, ?)",
-        [
-            (kind, key, orjson.dumps(value))
-            for kind, key, value in block0.state.changes()
-        ],
-    )
-    writer.conn.execute("COMMIT")
-
+    writer.initialize(document, block0)
     first_nonce = int(writer.state.get("account", "@founder")["next_nonce"])
     info, poster, head = (
         genesis_info(document),
@@ -98,6 +70,27 @@ def _make_v1_database(data: Path, *, blocks: int) -> dict[str, Any]:
         assert all(receipt["ok"] for receipt in block.receipts), block.receipts
         writer.commit_block(block)
         head = block.header
+    while writer.fold_recent():
+        pass
+    for statement in (
+        "BEGIN IMMEDIATE",
+        "DROP VIEW state_view",
+        "DROP TABLE state_recent",
+        "DROP INDEX txs_pending",
+        "DROP INDEX txs_block",
+        "CREATE TABLE txs_v1 (tx_id TEXT PRIMARY KEY, signer TEXT NOT NULL,"
+        " nonce INTEGER NOT NULL, tx_type TEXT NOT NULL, status TEXT NOT NULL,"
+        " envelope BLOB NOT NULL, received_ms INTEGER NOT NULL, height INTEGER,"
+        " idx INTEGER, receipt BLOB) WITHOUT ROWID",
+        "INSERT INTO txs_v1 SELECT tx_id, signer, nonce, tx_type, status, envelope,"
+        " received_ms, height, idx, receipt FROM txs",
+        "DROP TABLE txs",
+        "ALTER TABLE txs_v1 RENAME TO txs",
+        "DELETE FROM schema_migrations WHERE version > 1",
+        "PRAGMA user_version = 1",
+        "COMMIT",
+    ):
+        writer.conn.execute(statement)
     writer.checkpoint("TRUNCATE")
     writer.close()
     write_tip(db_path, blocks, _hash_at(db_path, blocks))

@@ -78,6 +78,8 @@ class Follower:
                 "ok": True,
                 "role": "follower",
                 "pool_size": 0,
+                "recent_state_entries": self.writer.recent_entries,
+                "folded_state_entries": self.writer.folded_entries,
                 **self.syncer.statistics(),
                 **self.writer.applied,
             }

@@ -44,6 +44,7 @@ from weall.protocol.execute import admit, chain_params
 from weall.protocol.genesis import genesis_hash, genesis_info
 from weall.protocol.txtypes import GenesisInfo
 from weall.storage.db import BUSY_TIMEOUT_MS, check_tip, has_free_space, write_tip
+from weall.storage.fold import fold_until
 from weall.storage.lock import ProducerLock
 from weall.storage.writer import Writer
 
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 GAP_EXPIRY_MS: Final = 10 * 60 * 1000
 MAX_BATCH: Final = 1000
 STORAGE_RETRY_S: Final = 1.0
+# Recent state is folded between blocks only while the next block is at
+# least this far away, because one fold of a large state takes tens of ms.
+FOLD_IDLE_MARGIN_S: Final = 0.1
 # A checkpoint waits at most this long for readers, so that a reader holding
 # an old snapshot delays the next block by no more than this.
 CHECKPOINT_BUSY_TIMEOUT_MS: Final = 20
@@ -516,6 +520,28 @@ class Producer:
                 )
                 self.block_event.set()
                 self.block_event = trio.Event()
+            await self.fold_while_idle(next_at + self.block_interval_s())
+
+    async def fold_while_idle(self, next_block_at: float) -> None:
+        """Fold recent state into the state table, a chunk at a time, until the next block is near."""
+        if self.storage_full:
+            return
+        started = trio.current_time()
+        try:
+            moved = await fold_until(
+                self.writer, self.limiter, next_block_at, margin_s=FOLD_IDLE_MARGIN_S
+            )
+        except StorageFullError as exc:
+            self.pause_production(str(exc))
+            return
+        if moved:
+            log.debug(
+                "recent state folded entries=%d ms=%.0f waiting=%d height=%d",
+                moved,
+                (trio.current_time() - started) * 1000,
+                self.writer.recent_entries,
+                self.head["height"],
+            )
 
     # -- socket ------------------------------------------------------------------------------
 
@@ -613,6 +639,8 @@ class Producer:
             "pool_size": len(self.pool),
             "storage_full": self.storage_full,
             "blocks_committed": self.blocks_committed,
+            "recent_state_entries": self.writer.recent_entries,
+            "folded_state_entries": self.writer.folded_entries,
             **self.writer.applied,
         }
 

@@ -96,7 +96,7 @@ def _pin_states(conn: sqlite3.Connection, height: int) -> dict[str, int]:
     counter = state.get("counter", "pins")
     total = 0 if counter is None else int(counter["n"])
     unsettled = conn.execute(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM state WHERE kind = 'pin_unsettled' LIMIT ?)",
+        "SELECT COUNT(*) FROM (SELECT 1 FROM state_view WHERE kind = 'pin_unsettled' LIMIT ?)",
         (PIN_COUNT_MAX,),
     ).fetchone()[0]
     params = state.get("chain", "params")

@@ -442,6 +442,10 @@ class StorageSettings(_Fixed):
         description="whether the writer paused block production because the disk is "
         "full (writes then get 503 storage_full, reads go on); null when it did not answer"
     )
+    recent_state_entries: int | None = Field(
+        description="an upper bound of the state changes of recent blocks not yet "
+        "folded into the state table; null when the writer did not answer"
+    )
 
 
 class Health(_Fixed):

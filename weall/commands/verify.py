@@ -45,6 +45,7 @@ from weall.protocol.state import MemoryState, state_root_of_raw
 from weall.protocol.txtypes import GenesisInfo
 from weall.storage import queries
 from weall.storage.db import open_readonly
+from weall.storage.schema import current_version
 
 __all__ = ["register", "verify_chain"]
 
@@ -165,7 +166,9 @@ def _compare_state(conn: sqlite3.Connection, state: MemoryState, height: int) ->
     """Compare every stored state row with the replayed state at the tip."""
     replayed = state.entries
     seen = 0
-    for kind, key, raw in conn.execute("SELECT kind, key, value FROM state"):
+    # Databases from before the recent-state table hold the whole state in one.
+    source = "state_view" if current_version(conn) >= 3 else "state"
+    for kind, key, raw in conn.execute(f"SELECT kind, key, value FROM {source}"):
         seen += 1
         expected = replayed.get((kind, key))
         if expected is None or orjson.loads(raw) != expected:
@@ -174,7 +177,7 @@ def _compare_state(conn: sqlite3.Connection, state: MemoryState, height: int) ->
             )
     if seen != len(replayed):
         raise VerifyError(
-            height, f"the state table has {seen} entries, the replay {len(replayed)}"
+            height, f"the stored state has {seen} entries, the replay {len(replayed)}"
         )
 
 

@@ -32,6 +32,7 @@ from weall.protocol.genesis import genesis_info
 from weall.protocol.txtypes import GenesisInfo
 from weall.storage import queries
 from weall.storage.db import write_tip
+from weall.storage.fold import fold_until
 from weall.storage.writer import Writer
 
 __all__ = ["SyncState", "Syncer"]
@@ -178,7 +179,9 @@ class Syncer:
             self.upstream_height = head_height
             if not blocks:
                 await self._at_tip(head_height)
-                await trio.sleep(POLL_S)
+                polled = trio.current_time()
+                await self._fold_while_idle(polled + POLL_S / 2)
+                await trio.sleep_until(polled + POLL_S)
                 continue
             if self.state is not SyncState.SYNCING:
                 # CHECKING or CAUGHT_UP -> SYNCING
@@ -255,6 +258,27 @@ class Syncer:
         self.block_event.set()
         self.block_event = trio.Event()
         return True
+
+    async def _fold_while_idle(self, until: float) -> None:
+        """Fold recent state into the state table, a chunk at a time, until ``until``."""
+        if self.storage_full:
+            return
+        try:
+            moved = await fold_until(self.writer, self.limiter, until)
+        except StorageFullError as exc:
+            log.error(
+                "recent state not folded, storage full height=%d: %s",
+                self.head["height"],
+                exc,
+            )
+            return
+        if moved:
+            log.debug(
+                "recent state folded entries=%d waiting=%d height=%d",
+                moved,
+                self.writer.recent_entries,
+                self.head["height"],
+            )
 
     def _verify_and_commit(self, block: Any) -> VerifiedBlock:
         verified = verify_block(

@@ -27,15 +27,19 @@ STATUS_TIMEOUT_S: Final = 1.0
 
 async def journal_settings(
     writer: IpcClient, config: Config
-) -> dict[str, str | bool | None]:
-    """Return ``journal_mode``, ``synchronous``, ``source`` and ``storage_full`` for ``/health``.
+) -> dict[str, str | bool | int | None]:
+    """Return the journal settings and the writer's storage state for ``/health``.
+
+    The keys are ``journal_mode``, ``synchronous``, ``source``,
+    ``storage_full`` and ``recent_state_entries``.
 
     ``source`` is ``"producer"`` or ``"follower"`` when that actor replied
     within ``STATUS_TIMEOUT_S`` with the settings it applied. Otherwise it is
     ``"config"``, and the values are the ones this process's configuration
     sets, which the writer may not have applied. ``storage_full`` is
-    whether the writer has paused because the disk is full, or ``None`` when
-    it did not reply.
+    whether the writer has paused because the disk is full, and
+    ``recent_state_entries`` an upper bound of the state changes waiting to
+    be folded into the state table. Each is ``None`` when it did not reply.
     """
     try:
         reply = await writer.call("status", timeout=STATUS_TIMEOUT_S)
@@ -50,15 +54,22 @@ async def journal_settings(
         and isinstance(synchronous, str)
     ):
         full = reply.get("storage_full")
+        recent = reply.get("recent_state_entries")
         return {
             "journal_mode": journal_mode,
             "synchronous": synchronous,
             "source": "follower" if config.follower else "producer",
             "storage_full": full if isinstance(full, bool) else None,
+            "recent_state_entries": (
+                recent
+                if isinstance(recent, int) and not isinstance(recent, bool)
+                else None
+            ),
         }
     return {
         "journal_mode": "wal",
         "synchronous": config.synchronous,
         "source": "config",
         "storage_full": None,
+        "recent_state_entries": None,
     }

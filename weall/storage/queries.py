@@ -34,8 +34,22 @@ def _upper_bound(prefix: str) -> str | None:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+# One statement, so one snapshot: the recent entry when there is one (a NULL
+# value is a deletion not folded yet), the folded entry otherwise.
+_GET_SQL = (
+    "SELECT value FROM state_recent WHERE kind = ?1 AND key = ?2"
+    " UNION ALL SELECT value FROM state WHERE kind = ?1 AND key = ?2"
+    " AND NOT EXISTS (SELECT 1 FROM state_recent WHERE kind = ?1 AND key = ?2)"
+)
+
+
 class SqliteState:
-    """A ``StateReader`` over the ``state`` table of one connection."""
+    """A ``StateReader`` over the state of one connection.
+
+    The state is the ``state`` table overlaid by ``state_recent``, which
+    contains the changes of the blocks not folded into ``state`` yet. The
+    ``state_view`` view is that overlay.
+    """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -45,10 +59,8 @@ class SqliteState:
         return None if raw is None else orjson.loads(raw)
 
     def get_raw(self, kind: str, key: str) -> bytes | None:
-        row = self.conn.execute(
-            "SELECT value FROM state WHERE kind = ? AND key = ?", (kind, key)
-        ).fetchone()
-        return None if row is None else bytes(row[0])
+        row = self.conn.execute(_GET_SQL, (kind, key)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def scan(
         self,
@@ -71,7 +83,7 @@ class SqliteState:
             clauses.append("key < ?" if reverse else "key > ?")
             args.append(after)
         order = "DESC" if reverse else "ASC"
-        sql = f"SELECT key, value FROM state WHERE {' AND '.join(clauses)} ORDER BY key {order}"
+        sql = f"SELECT key, value FROM state_view WHERE {' AND '.join(clauses)} ORDER BY key {order}"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)

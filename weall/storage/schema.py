@@ -77,9 +77,69 @@ def _v2_tx_indexes(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v3_recent_state(conn: sqlite3.Connection) -> None:
+    # Blocks write their state changes to the small state_recent table, so a
+    # commit touches about as many pages with a large state as with a small
+    # one. The writer folds them into state between blocks. A NULL value
+    # marks a deleted entry until the fold. Readers read state_view.
+    _run_script(
+        conn,
+        """
+        CREATE TABLE state_recent (
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value BLOB,
+            PRIMARY KEY (kind, key)
+        ) WITHOUT ROWID;
+        CREATE VIEW state_view AS
+            SELECT kind, key, value FROM state_recent WHERE value IS NOT NULL
+            UNION ALL
+            SELECT kind, key, value FROM state AS s WHERE NOT EXISTS (
+                SELECT 1 FROM state_recent AS r WHERE r.kind = s.kind AND r.key = s.key
+            );
+        """,
+    )
+
+
+def _v4_txs_in_arrival_order(conn: sqlite3.Connection) -> None:
+    # Keyed by tx id, a transaction's row sat on a page of its own in a large
+    # table, so committing a block rewrote about one page per transaction.
+    # Stored in arrival order, a block's rows share a few adjacent pages;
+    # the tx id index is small and is written at admission.
+    _run_script(
+        conn,
+        """
+        CREATE TABLE txs_by_arrival (
+            seq INTEGER PRIMARY KEY,
+            tx_id TEXT NOT NULL UNIQUE,
+            signer TEXT NOT NULL,
+            nonce INTEGER NOT NULL,
+            tx_type TEXT NOT NULL,
+            status TEXT NOT NULL,
+            envelope BLOB NOT NULL,
+            received_ms INTEGER NOT NULL,
+            height INTEGER,
+            idx INTEGER,
+            receipt BLOB
+        );
+        INSERT INTO txs_by_arrival (tx_id, signer, nonce, tx_type, status, envelope,
+                                    received_ms, height, idx, receipt)
+            SELECT tx_id, signer, nonce, tx_type, status, envelope,
+                   received_ms, height, idx, receipt
+            FROM txs ORDER BY height IS NULL, height, idx, received_ms, tx_id;
+        DROP TABLE txs;
+        ALTER TABLE txs_by_arrival RENAME TO txs;
+        CREATE INDEX txs_pending ON txs (signer, nonce) WHERE status = 'pending';
+        CREATE UNIQUE INDEX txs_block ON txs (height, idx) WHERE height IS NOT NULL;
+        """,
+    )
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     (1, "tables", _v1_tables),
     (2, "tx indexes", _v2_tx_indexes),
+    (3, "recent state", _v3_recent_state),
+    (4, "txs in arrival order", _v4_txs_in_arrival_order),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 

@@ -5,6 +5,13 @@ Each public method is one SQLite transaction (``BEGIN IMMEDIATE`` ...
 ``COMMIT``), so a crash at any point leaves either all of it or none of it:
 a block is stored with its receipts, its transactions' statuses and its state
 changes, or not at all.
+
+A block's state changes go to the small ``state_recent`` table, so its
+commit writes about the same number of pages whatever the size of the
+state. ``fold_recent`` moves them into ``state`` afterwards, a bounded
+number of entries per transaction. The producer folds while it waits for
+the next block, and any writer folds before a commit once
+``FOLD_FORCE_ENTRIES`` entries are waiting.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -29,6 +36,25 @@ __all__ = ["Writer"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Entries that one fold transaction moves from state_recent into state. With
+# a large state nearly every entry lands on a page of its own, so this bounds
+# a fold's WAL growth to a few thousand pages.
+FOLD_CHUNK_ENTRIES: Final = 2000
+# Past this many waiting entries a writer folds before its next commit,
+# whether or not it has idle time, so reads of state_view stay cheap.
+FOLD_FORCE_ENTRIES: Final = 50_000
+
+_FOLD_UPSERT = (
+    "INSERT INTO state (kind, key, value)"
+    " SELECT kind, key, value FROM state_recent"
+    " WHERE value IS NOT NULL AND (kind, key) <= (?, ?) ORDER BY kind, key"
+    " ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value"
+)
+_FOLD_DELETE = (
+    "DELETE FROM state WHERE (kind, key) IN"
+    " (SELECT kind, key FROM state_recent WHERE value IS NULL AND (kind, key) <= (?, ?))"
+)
 
 
 class Writer:
@@ -50,11 +76,17 @@ class Writer:
         self.applied = applied_settings(self.conn)
         # Reads of the producer go through a cache that every commit clears.
         self.state = queries.CachedState(queries.SqliteState(self.conn))
+        # An upper bound of the entries in state_recent. Commits add their
+        # change counts, and a fold that empties the table resets it to 0.
+        self.recent_entries = self._count_recent()
+        self.folded_entries = 0
 
     def close(self) -> None:
         self.conn.close()
 
-    def _transaction(self, operation: str, body: Callable[[], T]) -> T:
+    def _transaction(
+        self, operation: str, body: Callable[[], T], *, clear_cache: bool = True
+    ) -> T:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -67,8 +99,19 @@ class Writer:
         except sqlite3.Error as exc:
             raise translate_error(exc, operation) from exc
         finally:
-            self.state.clear()
+            # A fold changes where entries are stored, not what they hold.
+            if clear_cache:
+                self.state.clear()
         return result
+
+    def _count_recent(self) -> int:
+        try:
+            return int(
+                self.conn.execute("SELECT COUNT(*) FROM state_recent").fetchone()[0]
+            )
+        except sqlite3.OperationalError:
+            # A database that predates the table; the migration creates it.
+            return 0
 
     # -- set-up ---------------------------------------------------------------
 
@@ -79,6 +122,7 @@ class Writer:
             raise translate_error(exc, "migrate") from exc
         for version in applied:
             log.info("migration applied version=%s db=%s", version, self.path)
+        self.recent_entries = self._count_recent()
         return applied
 
     def initialize(self, genesis_doc: dict[str, Any], block0: BlockResult) -> None:
@@ -100,9 +144,11 @@ class Writer:
             ]
             self.conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows)
             self._insert_block(block0)
-            self._write_changes(block0.state.raw_changes())
+            self._write_changes(changes)
 
+        changes = block0.state.raw_changes()
         self._transaction("initialize", body)
+        self.recent_entries += len(changes)
 
     # -- reads through the write connection -------------------------------------
 
@@ -151,6 +197,7 @@ class Writer:
 
     def commit_block(self, block: BlockResult) -> None:
         """Store a block, its receipts and its state changes in one transaction."""
+        self.fold_if_due()
         statuses = [
             (
                 "committed" if receipt["ok"] else "rejected",
@@ -179,9 +226,11 @@ class Writer:
                     f"commit block {block.height}: {len(statuses) - updated} transactions"
                     " were not pending"
                 )
-            self._write_changes(block.state.raw_changes())
+            self._write_changes(changes)
 
+        changes = block.state.raw_changes()
         self._transaction(f"commit block {block.height}", body)
+        self.recent_entries += len(changes)
 
     def commit_verified_block(
         self, block: BlockResult, envelopes: Sequence[Envelope]
@@ -197,6 +246,7 @@ class Writer:
             raise StorageError(
                 f"commit verified block {block.height}: envelopes do not match tx_ids"
             )
+        self.fold_if_due()
         timestamp = block.header["timestamp_ms"]
         rows = [
             (
@@ -223,9 +273,11 @@ class Writer:
                 " height, idx, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            self._write_changes(block.state.raw_changes())
+            self._write_changes(changes)
 
+        changes = block.state.raw_changes()
         self._transaction(f"commit verified block {block.height}", body)
+        self.recent_entries += len(changes)
 
     def expire(self, tx_ids: Iterable[str]) -> int:
         ids = [(tx_id,) for tx_id in tx_ids]
@@ -238,6 +290,55 @@ class Writer:
             return cursor.rowcount
 
         return self._transaction("expire", body)
+
+    def fold_recent(self, limit: int = FOLD_CHUNK_ENTRIES) -> int:
+        """Move up to ``limit`` entries from ``state_recent`` into ``state``, in one transaction.
+
+        Entries move in key order, so repeated calls sweep the whole table,
+        and a NULL value deletes the entry from ``state``. Readers see the
+        same state before and after. Returns the number of entries moved,
+        0 when none were waiting.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+
+        def body() -> int:
+            bound = self.conn.execute(
+                "SELECT kind, key FROM state_recent ORDER BY kind, key LIMIT 1 OFFSET ?",
+                (limit - 1,),
+            ).fetchone()
+            if bound is None:
+                bound = self.conn.execute(
+                    "SELECT kind, key FROM state_recent ORDER BY kind DESC, key DESC LIMIT 1"
+                ).fetchone()
+                if bound is None:
+                    return 0
+            self.conn.execute(_FOLD_UPSERT, bound)
+            self.conn.execute(_FOLD_DELETE, bound)
+            cursor = self.conn.execute(
+                "DELETE FROM state_recent WHERE (kind, key) <= (?, ?)", bound
+            )
+            return int(cursor.rowcount)
+
+        moved = self._transaction("fold recent state", body, clear_cache=False)
+        if moved < limit:
+            self.recent_entries = 0
+        else:
+            self.recent_entries = max(0, self.recent_entries - moved)
+        self.folded_entries += moved
+        return moved
+
+    def fold_if_due(self) -> int:
+        """Fold until fewer than ``FOLD_FORCE_ENTRIES`` entries wait; returns the entries moved."""
+        moved = 0
+        while self.recent_entries >= FOLD_FORCE_ENTRIES:
+            step = self.fold_recent()
+            if not step:
+                break
+            moved += step
+        if moved:
+            log.info("recent state folded before a commit entries=%d", moved)
+        return moved
 
     def checkpoint(self, mode: str) -> tuple[int, int, int]:
         """Run ``PRAGMA wal_checkpoint(mode)``; returns (busy, wal pages, checkpointed)."""
@@ -266,15 +367,9 @@ class Writer:
         )
 
     def _write_changes(self, changes: Sequence[tuple[str, str, bytes | None]]) -> None:
-        upserts = [(k, key, raw) for k, key, raw in changes if raw is not None]
-        deletes = [(k, key) for k, key, v in changes if v is None]
-        if upserts:
-            self.conn.executemany(
-                "INSERT INTO state (kind, key, value) VALUES (?, ?, ?)"
-                " ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
-                upserts,
-            )
-        if deletes:
-            self.conn.executemany(
-                "DELETE FROM state WHERE kind = ? AND key = ?", deletes
-            )
+        # A deletion is stored as a NULL value until the fold applies it.
+        self.conn.executemany(
+            "INSERT INTO state_recent (kind, key, value) VALUES (?, ?, ?)"
+            " ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
+            changes,
+        )
