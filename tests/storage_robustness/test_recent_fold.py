@@ -29,7 +29,8 @@ async def _producer_status(socket: Path) -> dict[str, Any]:
         return dict(await client.call("status", timeout=20.0))
 
 
-def test_idle_node_folds_waiting_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("interval_ms", [None, 50], ids=["default-interval", "50ms"])
+def test_idle_node_folds_waiting_state(tmp_path: Path, interval_ms: int | None) -> None:
     # The chain is built without a producer, so every change it made still
     # waits in state_recent (below the limit past which a commit folds).
     built = build_chain(
@@ -39,7 +40,10 @@ def test_idle_node_folds_waiting_state(tmp_path: Path) -> None:
     waiting = _waiting(db_path)
     assert waiting > 3 * built.posts
 
-    node = StorageNode(tmp_path)
+    # A 50 ms interval is shorter than the producer's idle margin, so only
+    # the empty pool lets it fold.
+    env = {} if interval_ms is None else {"WEALL_BLOCK_INTERVAL_MS": str(interval_ms)}
+    node = StorageNode(tmp_path, env=env)
     node.start()
     try:
         node.wait_ready()

@@ -56,8 +56,10 @@ log = logging.getLogger(__name__)
 GAP_EXPIRY_MS: Final = 10 * 60 * 1000
 MAX_BATCH: Final = 1000
 STORAGE_RETRY_S: Final = 1.0
-# Recent state is folded between blocks only while the next block is at
-# least this far away, because one fold of a large state takes tens of ms.
+# While transactions wait for the next block, recent state is folded only
+# while that block is at least this far away (or half the block interval,
+# if less), because one fold of a large state takes tens of ms. With no
+# transactions waiting, folds may run this long past the next block's time.
 FOLD_IDLE_MARGIN_S: Final = 0.1
 # A checkpoint waits at most this long for readers, so that a reader holding
 # an old snapshot delays the next block by no more than this.
@@ -523,13 +525,25 @@ class Producer:
             await self.fold_while_idle(next_at + self.block_interval_s())
 
     async def fold_while_idle(self, next_block_at: float) -> None:
-        """Fold recent state into the state table, a chunk at a time, until the next block is near."""
+        """Fold recent state into the state table, a chunk at a time, until the next block is near.
+
+        With an empty pool the next block has nothing to include, so the
+        fold may delay it by about ``FOLD_IDLE_MARGIN_S`` plus one chunk.
+        That keeps the fold going on an idle node whose block interval is
+        shorter than one chunk.
+        """
         if self.storage_full:
             return
         started = trio.current_time()
+        if self.pool:
+            deadline = next_block_at
+            margin = min(FOLD_IDLE_MARGIN_S, self.block_interval_s() / 2)
+        else:
+            deadline = max(next_block_at, started + FOLD_IDLE_MARGIN_S)
+            margin = 0.0
         try:
             moved = await fold_until(
-                self.writer, self.limiter, next_block_at, margin_s=FOLD_IDLE_MARGIN_S
+                self.writer, self.limiter, deadline, margin_s=margin
             )
         except StorageFullError as exc:
             self.pause_production(str(exc))

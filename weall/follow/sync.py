@@ -92,6 +92,8 @@ class Syncer:
         self.rejection: dict[str, Any] | None = None
         self.upstream_height: int | None = None
         self.storage_full = False
+        # Trio time before which no fold is tried, after one hit a full disk.
+        self._fold_retry_at: float | None = None
         self.tip_failures = 0
         self.blocks_committed = 0
         self.txs_committed = 0
@@ -260,18 +262,32 @@ class Syncer:
         return True
 
     async def _fold_while_idle(self, until: float) -> None:
-        """Fold recent state into the state table, a chunk at a time, until ``until``."""
-        if self.storage_full:
+        """Fold recent state into the state table, a chunk at a time, until ``until``.
+
+        After a fold hits a full disk, the follower waits 10 times
+        ``STORAGE_RETRY_S`` (10 s) before the next try, and logs the error
+        once until a fold succeeds.
+        """
+        retry_at = self._fold_retry_at
+        if self.storage_full or (
+            retry_at is not None and trio.current_time() < retry_at
+        ):
             return
         try:
             moved = await fold_until(self.writer, self.limiter, until)
         except StorageFullError as exc:
-            log.error(
-                "recent state not folded, storage full height=%d: %s",
-                self.head["height"],
-                exc,
-            )
+            if retry_at is None:
+                log.error(
+                    "recent state not folded, storage full height=%d waiting=%d: %s",
+                    self.head["height"],
+                    self.writer.recent_entries,
+                    exc,
+                )
+            self._fold_retry_at = trio.current_time() + STORAGE_RETRY_S * 10
             return
+        if retry_at is not None:
+            log.info("recent state folding resumed height=%d", self.head["height"])
+            self._fold_retry_at = None
         if moved:
             log.debug(
                 "recent state folded entries=%d waiting=%d height=%d",
