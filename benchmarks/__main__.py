@@ -446,7 +446,7 @@ def _fill_state(writer: Any, count: int) -> None:
     from weall.protocol.rules.content import index_key
 
     pubkey = "z6MkeTG3bFFSLYVU7VqhgZxqr6YzpaGrQtFMh1uvqGy1vDnP"
-    # Shaped like a signed post envelope and its receipt.
+    # Shaped like a signed post envelope.
     envelope = orjson.dumps(
         {
             "chain_id": "weall-bench",
@@ -530,7 +530,7 @@ def _fill_state(writer: Any, count: int) -> None:
 
 @dataclass
 class _GrowthTimes:
-    """Per block, in ms: apply, commit, fold, the checkpoint after it; and its WAL pages."""
+    """Per block: apply, commit, checkpoint and fold times in ms, and the WAL pages of the commit."""
 
     apply_ms: list[float] = field(default_factory=list)
     commit_ms: list[float] = field(default_factory=list)
@@ -645,13 +645,13 @@ def growth(args: argparse.Namespace) -> dict[str, Any]:
     machine's noise falls on every state alike.
     """
     sizes = [100, 1000]
-    # The middle size shows where the fold's cost stops growing: once the
-    # state's tables have many more pages than a block writes to.
-    states_sizes = [10_000, 100_000, args.growth_size]
+    # The middle size shows where the fold's cost stops growing, which is once
+    # the state's tables have many more pages than a block writes to.
+    state_sizes = [10_000, 100_000, args.growth_size]
     with tempfile.TemporaryDirectory(prefix="weall-growth-") as tmp:
         states = [
             _growth_state(Path(tmp) / f"state{index}", size, sizes)
-            for index, size in enumerate(states_sizes)
+            for index, size in enumerate(state_sizes)
         ]
         os.sync()
         try:
@@ -662,7 +662,7 @@ def growth(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             for state in states:
                 state.writer.close()
-    result: dict[str, Any] = {"state_sizes": states_sizes, "target_ratio": "<= 1.3"}
+    result: dict[str, Any] = {"state_sizes": state_sizes, "target_ratio": "<= 1.3"}
     for per_block in sizes:
         times = [state.times[per_block] for state in states]
         small, middle, large = times

@@ -181,7 +181,7 @@ step = st.one_of(
 
 
 def store(writer: Writer, changes: list[tuple[str, str, int | None]]) -> None:
-    # A block's changes hold each key once, sorted, as BlockResult gives them.
+    # A block's changes contain each key once, sorted, as BlockResult gives them.
     latest = {(kind, key): value for kind, key, value in changes}
     raw = [
         (kind, key, None if value is None else orjson.dumps({"v": value}))

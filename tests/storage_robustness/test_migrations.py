@@ -40,9 +40,9 @@ def _make_v1_database(data: Path, *, blocks: int) -> dict[str, Any]:
     (data / "genesis.json").write_text(json.dumps(document), encoding="utf-8")
     db_path = data / "weall.db"
     # The chain is written with the current writer, then taken back to the
-    # version 1 layout: the later migrations only add objects, so dropping
-    # them (after folding the recent state into the state table) leaves what
-    # a version 1 node wrote.
+    # version 1 layout. After the recent state is folded into the state table,
+    # dropping the objects of migrations 2 and 3 and rebuilding txs keyed by
+    # tx_id (as migration 4 found it) leaves what a version 1 node wrote.
     writer = Writer(db_path, synchronous="NORMAL")
     writer.migrate()
     block0 = genesis_block(document, genesis_state(document, MemoryState()), node)

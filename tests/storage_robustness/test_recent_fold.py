@@ -40,8 +40,8 @@ def test_idle_node_folds_waiting_state(tmp_path: Path, interval_ms: int | None) 
     waiting = _waiting(db_path)
     assert waiting > 3 * built.posts
 
-    # A 50 ms interval is shorter than the producer's idle margin, so only
-    # the empty pool lets it fold.
+    # With a 50 ms interval the next block is never 100 ms away, so the node
+    # folds only because its pool is empty.
     env = {} if interval_ms is None else {"WEALL_BLOCK_INTERVAL_MS": str(interval_ms)}
     node = StorageNode(tmp_path, env=env)
     node.start()

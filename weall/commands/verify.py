@@ -166,7 +166,7 @@ def _compare_state(conn: sqlite3.Connection, state: MemoryState, height: int) ->
     """Compare every stored state row with the replayed state at the tip."""
     replayed = state.entries
     seen = 0
-    # Databases from before the recent-state table hold the whole state in one.
+    # Databases from before migration 3 keep the whole state in the state table.
     source = "state_view" if current_version(conn) >= 3 else "state"
     for kind, key, raw in conn.execute(f"SELECT kind, key, value FROM {source}"):
         seen += 1

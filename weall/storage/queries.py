@@ -34,8 +34,8 @@ def _upper_bound(prefix: str) -> str | None:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-# One statement, so one snapshot: the recent entry when there is one (a NULL
-# value is a deletion not folded yet), the folded entry otherwise.
+# One statement reads one snapshot. It returns the recent entry when there is
+# one (a NULL value is a deletion not folded yet), and the folded entry otherwise.
 _GET_SQL = (
     "SELECT value FROM state_recent WHERE kind = ?1 AND key = ?2"
     " UNION ALL SELECT value FROM state WHERE kind = ?1 AND key = ?2"

@@ -99,7 +99,7 @@ class Writer:
         except sqlite3.Error as exc:
             raise translate_error(exc, operation) from exc
         finally:
-            # A fold changes where entries are stored, not what they hold.
+            # A fold changes where entries are stored, not what they contain.
             if clear_cache:
                 self.state.clear()
         return result
@@ -110,7 +110,7 @@ class Writer:
                 self.conn.execute("SELECT COUNT(*) FROM state_recent").fetchone()[0]
             )
         except sqlite3.OperationalError:
-            # A database that predates the table; the migration creates it.
+            # A database from before migration 3 has no such table until migrated.
             return 0
 
     # -- set-up ---------------------------------------------------------------
@@ -329,7 +329,7 @@ class Writer:
         return moved
 
     def fold_if_due(self) -> int:
-        """Fold until fewer than ``FOLD_FORCE_ENTRIES`` entries wait; returns the entries moved."""
+        """Fold until fewer than ``FOLD_FORCE_ENTRIES`` entries wait, and return the entries moved."""
         moved = 0
         while self.recent_entries >= FOLD_FORCE_ENTRIES:
             step = self.fold_recent()
